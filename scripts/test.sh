@@ -1,0 +1,16 @@
+#!/bin/bash
+# README command (B): set up a fresh machine, build (or reuse) the lab, run every test.
+#   bash scripts/test.sh              # everything: lint, unit tests, lab tests on all kernels
+#   LAB_KERNELS="6.1" bash scripts/test.sh   # lab tests on a subset of the kernel matrix
+# Lab tests never skip in CI (CI=true): a missing prerequisite fails them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+bash scripts/setup-host.sh
+.venv/bin/ruff check subsecinspect tests scripts
+build_args=()
+for k in ${LAB_KERNELS:-}; do build_args+=(--kernel "$k"); done
+.venv/bin/python -m subsecinspect.lab.images build "${build_args[@]}"
+echo "test: lab ready after $(( $(date +%s) - start )) s" >&2
+.venv/bin/python -m pytest tests -p no:cacheprovider "$@"
+echo "test: finished after $(( $(date +%s) - start )) s" >&2

@@ -1,0 +1,3 @@
+from subsecinspect.cli import main
+
+main()

@@ -1,0 +1,373 @@
+"""Classify: every PFN of a snapshot into a :class:`PageClass`, with evidence.
+
+A pure function of a :class:`~subsecinspect.snapshot.Snapshot`
+(kernel-semantics.md §4.2-4.4). It mirrors what the kernel itself checks in
+``pfn_valid()`` / ``pfn_section_valid()`` (include/linux/mmzone.h),
+``get_dev_pagemap()`` and ``pfn_first()`` (mm/memremap.c), and adds what the
+kernel never records: whether ``memmap_init_zone_device()`` has run.
+
+Per section the work is O(1) unless the section is partially populated or
+holds ZONE_DEVICE memory; only then is it cut at subsection, pgmap range,
+altmap, frontier and readability boundaries. Each elementary piece is decided
+once by :func:`_decide` (the same code :func:`classify_pfn` runs for one PFN),
+and equal neighbours are merged.
+
+Decisions (for a PFN in a present, valid, consistent section):
+
+1. subsection bit clear: pgmap registered → C4 (C4b if its ref is dying);
+   early section → EARLY_HOLE; otherwise C3.
+2. no pgmap: ONLINE section → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block
+   state in the evidence). ONLINE and EARLY flags never decide ZONE_DEVICE PFNs.
+3. pgmap: range 0 with a valid altmap: ``[base, base+reserve)`` → C5 (pure
+   arithmetic, even during teardown); ref dying → C4b; ``[base+reserve,
+   base+reserve+free)`` → C5b if the altmap-free fingerprint says "lru_self",
+   C4 if it says "other"; data pages ``[pfn_first, end)`` → C2 below the
+   initialised frontier, C4 from it on.
+4. MEMMAP_UNREADABLE / MEMMAP_NOT_CAPTURED replace exactly the classes of step
+   3 that depend on struct page contents (C2, C4-by-frontier, C5b; see
+   :data:`~subsecinspect.pageclass.MEMMAP_DEPENDENT`) when the reader marked that
+   PFN's struct page unreadable / not captured; the evidence key
+   ``lifecycle_class`` says what ``nr_range`` alone implies.
+
+The "frontier" of a range is ``RangeMemmap.frontier_pfn``; if the reader gave
+none, the lowest failing sample in the data pages (or the range end if samples
+exist and all pass). ``nr_range`` decides the lifecycle on ≥ v5.10 (range index
+< nr_range: complete; otherwise in progress); before that only the fingerprint
+does (confidence ``fingerprint_only``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+
+from subsecinspect.fingerprint import zone_device_memmap_initialised
+from subsecinspect.pageclass import (
+    Classification,
+    ClassRange,
+    Confidence,
+    EvidenceValue,
+    PageClass,
+    evidence_items,
+)
+from subsecinspect.snapindex import SnapshotIndex
+from subsecinspect.snapshot import DevPagemap, MemmapStatus, PgmapRange, Section, Snapshot
+
+__all__ = (
+    "Confidence",
+    "PageClass",
+    "classify",
+    "classify_pfn",
+    "data_first_pfn",
+    "effective_frontier",
+)
+
+_Decision = tuple[PageClass, tuple[tuple[str, EvidenceValue], ...], Confidence | None]
+
+_UNREADABLE = {
+    MemmapStatus.UNREADABLE: PageClass.MEMMAP_UNREADABLE,
+    MemmapStatus.NOT_CAPTURED: PageClass.MEMMAP_NOT_CAPTURED,
+}
+
+
+def data_first_pfn(pg: DevPagemap, rng: PgmapRange) -> int:
+    """``pfn_first()``: range start, plus ``vmem_altmap_offset()`` for range 0 with an altmap."""
+    if rng.index == 0 and pg.altmap.valid:
+        return rng.start_pfn + pg.altmap.reserve + pg.altmap.free
+    return rng.start_pfn
+
+
+def effective_frontier(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange) -> int | None:
+    """First data PFN whose memmap is known not to be initialised (§4.3 step 4).
+
+    The reader's ``frontier_pfn`` if set; else the lowest failing fingerprint
+    sample among the data pages, or the range end if samples exist and all
+    pass; ``None`` without evidence.
+    """
+    key = ("frontier", pg.address, rng.index)
+    if key in ix.memo:
+        return ix.memo[key]  # type: ignore[no-any-return]
+    mm = ix.memmap(pg, rng)
+    frontier: int | None = None
+    if mm is not None and mm.frontier_pfn is not None:
+        frontier = mm.frontier_pfn
+    elif mm is not None:
+        first = data_first_pfn(pg, rng)
+        samples = [s for s in mm.samples if first <= s.pfn < rng.end_pfn]
+        failing = [
+            s.pfn for s in samples
+            if not zone_device_memmap_initialised(s, pg, ix.kernel, ix.snapshot.zones)
+        ]
+        if samples:
+            frontier = min(failing, default=rng.end_pfn)
+    ix.memo[key] = frontier
+    return frontier
+
+
+def _pg_evidence(pg: DevPagemap, rng: PgmapRange | None) -> dict[str, EvidenceValue | None]:
+    return {
+        "pgmap": f"{pg.address:#x}",
+        "pgmap_type": pg.type,
+        "range_index": None if rng is None else rng.index,
+    }
+
+
+def _lifecycle(pg: DevPagemap, rng: PgmapRange) -> tuple[bool | None, str]:
+    """(complete?, text) from ``nr_range`` (≥ v5.10); ``None`` before."""
+    if pg.nr_range < 0:
+        return None, "no nr_range (< v5.10)"
+    if rng.index < pg.nr_range:
+        return True, "range complete"
+    return False, "range still initialising"
+
+
+def _decide_unpopulated(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
+    """§4.3 step 3: the subsection bit is clear (or the map is unavailable)."""
+    hit = ix.hit(pfn)
+    no_map = "unavailable" if sec.subsection_map is None else None
+    if hit is not None and len(hit.claims) == 1:
+        pg, rng = hit.claims[0]
+        ev = _pg_evidence(pg, rng)
+        if pg.ref_dying:
+            reason = "subsection cleared, pgmap still in pgmap_array (teardown)"
+            return (PageClass.C4b_DEV_TEARDOWN,
+                    evidence_items(**ev, reason=reason, subsection_map=no_map), None)
+        reason = "pgmap registered, subsection not active yet"
+        return (PageClass.C4_DEV_INITIALISING,
+                evidence_items(**ev, reason=reason, subsection_map=no_map), None)
+    if sec.early:
+        return (PageClass.EARLY_HOLE,
+                evidence_items(reason="early section, subsection not populated at boot"), None)
+    hosts = sec.taint_zone_device or sec.section_nr in ix.pgmap_sections
+    return (PageClass.C3_SUBSECTION_GAP,
+            evidence_items(section_hosts_zone_device=True if hosts else None,
+                           subsection_map=no_map), None)
+
+
+def _decide_ram(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
+    """§4.3 step 4: subsection valid, no dev_pagemap."""
+    block = ix.block(pfn)
+    if sec.online:
+        state = block.state if block is not None and block.state != "online" else None
+        return PageClass.ONLINE_RAM, evidence_items(block_state=state), None
+    if block is not None:
+        state = block.state
+    else:
+        state = "none (add_memory in progress)" if ix.have_blocks else "unknown"
+    return PageClass.C1_OFFLINE_RAM, evidence_items(block_state=state), None
+
+
+def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int) -> _Decision:
+    """§4.3 step 5: a dev_pagemap range claims *pfn* and its subsection is active."""
+    ev = _pg_evidence(pg, rng)
+    alt = pg.altmap
+    with_altmap = alt.valid and rng.index == 0
+    if with_altmap and alt.base_pfn <= pfn < alt.base_pfn + alt.reserve:
+        return (PageClass.C5_DEV_DRIVER_RESERVED,
+                evidence_items(**ev, altmap_base_pfn=alt.base_pfn,
+                               altmap_reserve=alt.reserve), None)
+    if pg.ref_dying:
+        return (PageClass.C4b_DEV_TEARDOWN,
+                evidence_items(**ev, reason="percpu_ref killed (memunmap_pages)"), None)
+    complete, lifecycle = _lifecycle(pg, rng)
+    mm = ix.memmap(pg, rng)
+    status = ix.readability(mm, pfn)
+    free_end = alt.base_pfn + alt.reserve + alt.free
+    if with_altmap and alt.base_pfn + alt.reserve <= pfn < free_end:
+        return _decide_altmap_free(pg, ev, complete, lifecycle,
+                                   mm.altmap_free_fingerprint if mm else "", status)
+    if status in _UNREADABLE:
+        implied = {True: PageClass.C2_DEV_VALID.value,
+                   False: PageClass.C4_DEV_INITIALISING.value}.get(complete, "unknown")
+        return (_UNREADABLE[status],
+                evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
+                               memmap=status.value), None)
+    frontier = effective_frontier(ix, pg, rng)
+    order = pg.vmemmap_shift or None
+    note = "device private memory: no CPU mapping" if pg.type.endswith("PRIVATE") else None
+    show_frontier = frontier if complete is not True else None
+    if frontier is None:
+        if complete is False:
+            return (PageClass.C4_DEV_INITIALISING,
+                    evidence_items(**ev, lifecycle=lifecycle, reason="frontier unknown"),
+                    Confidence.UNVERIFIED)
+        conf = None if complete else Confidence.UNVERIFIED
+        return (PageClass.C2_DEV_VALID,
+                evidence_items(**ev, lifecycle=lifecycle, fingerprint="not examined",
+                               compound_order=order, note=note), conf)
+    if pfn < frontier:
+        conf = {True: None, False: Confidence.FINGERPRINT}.get(complete,
+                                                                 Confidence.FINGERPRINT_ONLY)
+        return (PageClass.C2_DEV_VALID,
+                evidence_items(**ev, lifecycle=lifecycle, fingerprint="pass",
+                               frontier_pfn=show_frontier, compound_order=order, note=note),
+                conf)
+    conf = {True: Confidence.DISPUTED, False: Confidence.FINGERPRINT}.get(
+        complete, Confidence.FINGERPRINT_ONLY)
+    reason = "fingerprint failed" if complete else "past the initialised frontier"
+    return (PageClass.C4_DEV_INITIALISING,
+            evidence_items(**ev, lifecycle=lifecycle, reason=reason, frontier_pfn=frontier),
+            conf)
+
+
+def _decide_altmap_free(
+    pg: DevPagemap,
+    ev: dict[str, EvidenceValue | None],
+    complete: bool | None,
+    lifecycle: str,
+    fingerprint: str,
+    status: MemmapStatus,
+) -> _Decision:
+    """C5b: altmap ``free`` pages; initialised by move_pfn_range_to_zone(), never given a pgmap."""
+    fp_conf = {True: None, False: Confidence.FINGERPRINT}.get(complete,
+                                                              Confidence.FINGERPRINT_ONLY)
+    if fingerprint == "lru_self":
+        return (PageClass.C5b_DEV_ALTMAP_MEMMAP,
+                evidence_items(**ev, lifecycle=lifecycle, fingerprint="lru_self"), fp_conf)
+    if fingerprint == "other":
+        conf = Confidence.DISPUTED if complete else fp_conf
+        return (PageClass.C4_DEV_INITIALISING,
+                evidence_items(**ev, lifecycle=lifecycle, fingerprint="other",
+                               reason="altmap memmap page not initialised "
+                                      "(before move_pfn_range_to_zone)"), conf)
+    if status in _UNREADABLE:
+        implied = {True: PageClass.C5b_DEV_ALTMAP_MEMMAP.value,
+                   False: PageClass.C4_DEV_INITIALISING.value}.get(complete, "unknown")
+        return (_UNREADABLE[status],
+                evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
+                               memmap=status.value), None)
+    if complete is False:
+        return (PageClass.C4_DEV_INITIALISING,
+                evidence_items(**ev, lifecycle=lifecycle, fingerprint="not examined",
+                               reason="altmap memmap page, range still initialising"),
+                Confidence.UNVERIFIED)
+    return (PageClass.C5b_DEV_ALTMAP_MEMMAP,
+            evidence_items(**ev, lifecycle=lifecycle, fingerprint="not examined"),
+            None if complete else Confidence.UNVERIFIED)
+
+
+def _decide(ix: SnapshotIndex, pfn: int) -> _Decision:
+    """Class, evidence and confidence of one PFN (§4.2-4.3)."""
+    sec = ix.section(pfn)
+    if sec is not None and sec.in_flux:
+        return (PageClass.IN_FLUX,
+                evidence_items(reason="section word or usage changed between two reads"), None)
+    if sec is None or not sec.present:
+        hit = ix.hit(pfn)
+        pgs = ",".join(sorted({f"{pg.address:#x}" for pg, _ in hit.claims})) if hit else None
+        return PageClass.HOLE, evidence_items(reason="section not present", pgmap=pgs), None
+    if not sec.valid:
+        return (PageClass.NO_MEMMAP,
+                evidence_items(reason="present without SECTION_HAS_MEM_MAP"), None)
+    if not sec.map_consistent:
+        return (PageClass.CORRUPT,
+                evidence_items(reason="section_mem_map does not decode to vmemmap"), None)
+    if sec.subsection_map is None and sec.early:
+        return (PageClass.CORRUPT,
+                evidence_items(reason="subsection map of an early section unreadable"), None)
+    hit = ix.hit(pfn)
+    if hit is not None and len(hit.claims) > 1:
+        pgs = ",".join(sorted({f"{pg.address:#x}" for pg, _ in hit.claims}))
+        return (PageClass.CORRUPT,
+                evidence_items(reason="PFN claimed by more than one dev_pagemap", pgmap=pgs),
+                None)
+    if hit is not None and hit.claims[0][1] is None:
+        return (PageClass.CORRUPT,
+                evidence_items(reason="pgmap_array entry outside the pgmap's ranges",
+                               pgmap=f"{hit.claims[0][0].address:#x}"), None)
+    if not ix.subsection_bit(sec, pfn):
+        return _decide_unpopulated(ix, sec, pfn)
+    if hit is None:
+        return _decide_ram(ix, sec, pfn)
+    pg, rng = hit.claims[0]
+    assert rng is not None
+    return _decide_device(ix, pg, rng, pfn)
+
+
+def _section_cuts(ix: SnapshotIndex, sec: Section, start: int, end: int) -> list[int]:
+    """Sorted PFNs in ``(start, end)`` where the class may change."""
+    cuts: set[int] = set()
+    smap = sec.subsection_map
+    nsub = ix.kernel.subsections_per_section
+    full = (1 << nsub) - 1
+    if smap is not None and smap & full not in (0, full):
+        per = ix.pages_per_subsection
+        for i in range(1, nsub):
+            if (smap >> i & 1) != (smap >> (i - 1) & 1):
+                cuts.add(start + i * per)
+    for hit in ix.hits_between(start, end):
+        cuts.update((hit.start_pfn, hit.end_pfn))
+        for pg, rng in hit.claims:
+            if rng is None:
+                continue
+            alt = pg.altmap
+            cuts.update((rng.start_pfn, rng.end_pfn))
+            if alt.valid and rng.index == 0:
+                base = alt.base_pfn
+                cuts.update((base, base + alt.reserve, base + alt.reserve + alt.free))
+            frontier = effective_frontier(ix, pg, rng)
+            if frontier is not None:
+                cuts.add(frontier)
+            mm = ix.memmap(pg, rng)
+            if mm is not None:
+                for a, b, _ in mm.readability:
+                    cuts.update((a, b))
+    return sorted(c for c in cuts if start < c < end)
+
+
+def _emit_gap(
+    ix: SnapshotIndex, start: int, end: int, emit: Callable[[int, int, _Decision], None]
+) -> None:
+    """PFNs without a section; cut only where a registered pgmap starts or ends."""
+    cuts = {start, end}
+    for hit in ix.hits_between(start, end):
+        cuts.update(p for p in (hit.start_pfn, hit.end_pfn) if start < p < end)
+    points = sorted(cuts)
+    for a, b in pairwise(points):
+        emit(a, b, _decide(ix, a))
+
+
+def classify(snapshot: Snapshot) -> Classification:
+    """Sorted, maximal ranges covering ``[0, end of the highest present section)``.
+
+    Sections that are absent from the snapshot are HOLE. O(sections + pgmaps +
+    memory blocks), plus subsection-granular work in partial/ZONE_DEVICE sections.
+    """
+    ix = SnapshotIndex(snapshot)
+    out: list[ClassRange] = []
+
+    def emit(a: int, b: int, decision: _Decision) -> None:
+        cls, ev, conf = decision
+        if out and out[-1].end_pfn == a and out[-1].cls is cls \
+                and out[-1].evidence_items == ev and out[-1].confidence is conf:
+            prev = out[-1]
+            out[-1] = ClassRange(prev.start_pfn, b, cls, ev, conf)
+        else:
+            out.append(ClassRange(a, b, cls, ev, conf))
+
+    pps = ix.pages_per_section
+    pos = 0
+    for nr in ix.section_nrs:
+        start = nr * pps
+        if start >= ix.end_pfn:
+            break
+        if start > pos:  # sections missing from the snapshot: no section at all
+            _emit_gap(ix, pos, start, emit)
+        end = start + pps
+        points = [start, *_section_cuts(ix, ix.sections[nr], start, end), end]
+        for a, b in pairwise(points):
+            emit(a, b, _decide(ix, a))
+        pos = end
+    if pos < ix.end_pfn:
+        _emit_gap(ix, pos, ix.end_pfn, emit)
+    return Classification(tuple(out), ix.end_pfn, snapshot.kernel.page_size)
+
+
+def classify_pfn(snapshot: Snapshot, pfn: int, index: SnapshotIndex | None = None) -> ClassRange:
+    """The class of one PFN, as the one-page range ``[pfn, pfn + 1)``.
+
+    Uses the same decision as :func:`classify`; pass *index* to reuse lookups.
+    """
+    ix = index if index is not None else SnapshotIndex(snapshot)
+    cls, ev, conf = _decide(ix, pfn)
+    return ClassRange(pfn, pfn + 1, cls, ev, conf)

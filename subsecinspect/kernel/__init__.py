@@ -1,0 +1,113 @@
+"""Kernel readers: all drgn access of subsecinspect.
+
+:func:`read_snapshot` reads one target into a :class:`~subsecinspect.snapshot.Snapshot`:
+sections (mm/sparse.c), pgmaps (mm/memremap.c), zones (mmzone.h), memory
+blocks (drivers/base/memory.c) and, per ZONE_DEVICE range, memmap
+readability and the initialised frontier (mm/mm_init.c). Reads are bulk; no
+drgn Object is made per section or per page. On a live kernel the section
+words and pgmap lifecycle fields are re-read after the pages and whatever
+changed is marked ``in_flux``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from drgn import Program
+
+from subsecinspect.kernel.features import build_kernel_info
+from subsecinspect.kernel.memmap import read_range_memmaps
+from subsecinspect.kernel.memory_blocks import read_memory_blocks
+from subsecinspect.kernel.nodes import read_zones, validate_page_flags_layout
+from subsecinspect.kernel.pagemap import PERCPU_REF_DEAD, pgmap_live_state, read_pgmaps
+from subsecinspect.kernel.pages import PageReader
+from subsecinspect.kernel.sections import changed_sections, read_sections
+from subsecinspect.snapshot import DevPagemap, KernelInfo, Section, Snapshot, TargetInfo
+
+__all__ = ("read_snapshot",)
+
+
+def _pgmap_sections(ki: KernelInfo, pg: DevPagemap) -> set[int]:
+    out: set[int] = set()
+    spans = [(r.start_pfn, r.end_pfn - 1) for r in pg.ranges] + list(pg.xa_spans)
+    for a, b in spans:
+        out.update(range(a >> ki.pfn_section_shift, (b >> ki.pfn_section_shift) + 1))
+    return out
+
+
+def _live_guard(
+    prog: Program, ki: KernelInfo, sections: list[Section], pgmaps: list[DevPagemap]
+) -> tuple[list[Section], list[str]]:
+    """Re-read section words, usage maps, nr_range and ref; mark what moved (§4.3 step 6)."""
+    moved = changed_sections(prog, ki, sections)
+    warnings: list[str] = []
+    for pg in pgmaps:
+        state = pgmap_live_state(prog, pg.address)
+        before = (pg.nr_range, pg.ref_dying)
+        if state is None:
+            changed = True
+        else:
+            changed = (state[0], bool(state[1] & PERCPU_REF_DEAD)) != before
+        if changed:
+            warnings.append(f"pgmap {pg.address:#x} changed while it was read (IN_FLUX)")
+            moved |= _pgmap_sections(ki, pg)
+    if moved:
+        warnings.append(f"{len(moved)} section(s) changed while they were read (IN_FLUX)")
+    have = {s.section_nr for s in sections}
+    out = [dataclasses.replace(s, in_flux=True) if s.section_nr in moved else s for s in sections]
+    # A section that appeared meanwhile is recorded as in flux too.
+    for nr in sorted(moved - have):
+        out.append(Section(section_nr=nr, section_mem_map=0, flags=(), usage=0,
+                           subsection_map=None, in_flux=True))
+    out.sort(key=lambda s: s.section_nr)
+    return out, warnings
+
+
+def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
+    """Read everything the classifier needs from *prog* in one pass.
+
+    :raises UnsupportedKernelError: not SPARSEMEM_VMEMMAP, unknown layout.
+    :raises ReadError: the ``mem_section`` root table is unreadable.
+    """
+    t0 = time.monotonic()
+    ki = build_kernel_info(prog)
+    warnings: list[str] = []
+    if ki.zone_device is None:
+        warnings.append("kernel has no ZONE_DEVICE (CONFIG_ZONE_DEVICE=n): cases 2-5 cannot occur")
+    reader = PageReader(prog, ki)
+    sections, w = read_sections(prog, ki)
+    warnings += w
+    pgmaps, w = read_pgmaps(prog, ki) if ki.zone_device is not None else ([], [])
+    warnings += w
+    zones, w = read_zones(prog, ki)
+    warnings += w
+    overrides, w = validate_page_flags_layout(reader, zones, sections, pgmaps)
+    warnings += w
+    if overrides:
+        ki = dataclasses.replace(ki, **overrides)
+        reader.ki = ki
+    blocks, w = read_memory_blocks(prog, ki)
+    warnings += w
+    memmaps, w = read_range_memmaps(reader, target, pgmaps, tuple(zones))
+    warnings += w
+    if target.kind == "live":
+        sections, w = _live_guard(prog, ki, sections, pgmaps)
+        warnings += w
+    stats = (
+        ("struct_pages_read", reader.pages_read),
+        ("sections", len(sections)),
+        ("pgmaps", len(pgmaps)),
+        ("read_ms", int((time.monotonic() - t0) * 1000)),
+    )
+    return Snapshot(
+        kernel=ki,
+        target=target,
+        sections=tuple(sections),
+        pgmaps=tuple(pgmaps),
+        memory_blocks=tuple(blocks),
+        zones=tuple(zones),
+        memmaps=tuple(memmaps),
+        stats=stats,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,236 @@
+"""ZONE_DEVICE memmap evidence: readability of each pgmap range and its initialised frontier.
+
+Mirrors what ``memmap_init_zone_device()`` (mm/mm_init.c; mm/page_alloc.c
+before 5.18) leaves behind: it initialises ``[pfn_first(), range end)`` in
+ascending PFN order one compound page at a time, so the initialised part is a
+prefix whose end is found by binary search with
+:func:`subsecinspect.fingerprint.find_frontier` (kernel-semantics §4.3 step 4,
+§4.4). Readability is probed once per (section ∩ range) piece, because x86
+populates a piece's vmemmap in one way: 2 MiB blocks from the altmap (on the
+device) for whole sections, base pages from RAM otherwise, or the boot memmap
+of an early section (``section_activate()``, ``vmemmap_populate()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import drgn
+from drgn import Object, Program
+
+from subsecinspect.fingerprint import (
+    altmap_free_fingerprint,
+    find_frontier,
+    zone_device_memmap_initialised,
+)
+from subsecinspect.kernel.pages import PageReader, page_address
+from subsecinspect.snapshot import (
+    DevPagemap,
+    KernelInfo,
+    MemmapStatus,
+    PageSample,
+    PgmapRange,
+    RangeMemmap,
+    TargetInfo,
+    ZoneSpan,
+)
+
+__all__ = (
+    "Readability",
+    "read_range_memmaps",
+)
+
+Span = tuple[int, int, MemmapStatus]
+
+
+class Readability:
+    """Decides why a struct page could not be read (kernel-semantics §1, lab-notes §6, §15).
+
+    Live (/proc/kcore): any fault is UNREADABLE (kcore maps System RAM only).
+    Dumps: positively, if the vmemmap address translates through the dump's
+    page tables the struct page exists but was not captured (NOT_CAPTURED:
+    Persistent Memory is never in a kdump; pages excluded by the dump level);
+    if it does not translate, the vmemmap is unmapped (UNREADABLE). If the page
+    tables themselves are missing, drgn's error text decides.
+    """
+
+    def __init__(self, prog: Program, ki: KernelInfo, target: TargetInfo) -> None:
+        self.prog = prog
+        self.ki = ki
+        self.live = target.kind == "live"
+        self._init_mm: Object | None = None
+
+    def _translate(self, addr: int) -> int | None:
+        from drgn.helpers.linux.mm import follow_phys
+
+        if self._init_mm is None:
+            self._init_mm = self.prog["init_mm"].address_of_()
+        return follow_phys(self._init_mm, addr).value_()
+
+    def status_of_fault(self, pfn: int, error: str) -> MemmapStatus:
+        if self.live:
+            return MemmapStatus.UNREADABLE
+        try:
+            self._translate(page_address(self.ki, pfn))
+        except drgn.FaultError as e:
+            # "address is not mapped": the vmemmap itself is unpopulated. A
+            # page-table page missing from the dump reads as excluded/out of bounds.
+            text = str(e).lower()
+            if "excluded" in text or "out-of-bounds" in text:
+                return MemmapStatus.NOT_CAPTURED
+            return MemmapStatus.UNREADABLE
+        except (KeyError, LookupError, ValueError, NotImplementedError):
+            lowered = error.lower()
+            if "excluded" in lowered or "out-of-bounds" in lowered:
+                return MemmapStatus.NOT_CAPTURED
+            return MemmapStatus.UNREADABLE
+        return MemmapStatus.NOT_CAPTURED
+
+
+def _probe(reader: PageReader, rd: Readability, pfn: int) -> tuple[MemmapStatus, str]:
+    try:
+        reader.raw(pfn)
+    except drgn.FaultError as e:
+        return rd.status_of_fault(pfn, str(e)), str(e)
+    return MemmapStatus.READ, ""
+
+
+def _append(spans: list[Span], start: int, end: int, st: MemmapStatus) -> None:
+    if start >= end:
+        return
+    if spans and spans[-1][1] == start and spans[-1][2] == st:
+        spans[-1] = (spans[-1][0], end, st)
+    else:
+        spans.append((start, end, st))
+
+
+def _readability(
+    reader: PageReader, rd: Readability, start: int, end: int
+) -> tuple[list[Span], str]:
+    """Readability spans of ``[start, end)``; subsection granularity where a piece is mixed."""
+    ki = reader.ki
+    pps, ppsub = ki.pages_per_section, ki.pages_per_subsection
+    spans: list[Span] = []
+    first_error = ""
+    piece = start
+    while piece < end:
+        piece_end = min(end, (piece // pps + 1) * pps)
+        last_sub = max(piece, (piece_end - 1) // ppsub * ppsub)
+        st_a, err_a = _probe(reader, rd, piece)
+        st_b, err_b = (st_a, err_a) if last_sub == piece else _probe(reader, rd, last_sub)
+        first_error = first_error or err_a or err_b
+        if st_a == st_b:
+            _append(spans, piece, piece_end, st_a)
+        else:
+            sub = piece
+            while sub < piece_end:
+                sub_end = min(piece_end, (sub // ppsub + 1) * ppsub)
+                st, err = (
+                    (st_a, err_a) if sub == piece
+                    else (st_b, err_b) if sub == last_sub
+                    else _probe(reader, rd, sub)
+                )
+                first_error = first_error or err
+                _append(spans, sub, sub_end, st)
+                sub = sub_end
+        piece = piece_end
+    return spans, first_error
+
+
+def _data_first_pfn(pg: DevPagemap, r: PgmapRange) -> int:
+    """``pfn_first()``: range start plus ``vmem_altmap_offset()`` for range 0."""
+    if r.index == 0 and pg.altmap.valid:
+        return r.start_pfn + pg.altmap.reserve + pg.altmap.free
+    return r.start_pfn
+
+
+def _frontier(
+    passes: Callable[[int], bool], first: int, end: int, step: int, spans: list[Span]
+) -> int | None:
+    """First failing PFN on the step grid, searching only readable spans in order."""
+    readable = [(max(a, first), b) for a, b, st in spans if st is MemmapStatus.READ and b > first]
+    if not readable:
+        return None
+    for a, b in readable:
+        grid_a = first + -(-(a - first) // step) * step
+        if grid_a >= b:
+            continue
+        grid_last = first + (b - 1 - first) // step * step
+        if passes(grid_last):
+            continue
+        return find_frontier(grid_a, grid_last + 1, passes, step)
+    return end
+
+
+def _range_memmap(
+    reader: PageReader,
+    rd: Readability,
+    pg: DevPagemap,
+    r: PgmapRange,
+    zones: tuple[ZoneSpan, ...],
+) -> RangeMemmap:
+    ki = reader.ki
+    first = _data_first_pfn(pg, r)
+    spans, first_error = _readability(reader, rd, r.start_pfn, r.end_pfn)
+    samples: list[PageSample] = []
+
+    def sample(pfn: int) -> PageSample:
+        s = reader.sample(pfn)
+        if s.status is not MemmapStatus.READ:
+            s = PageSample(pfn=pfn, status=rd.status_of_fault(pfn, s.error), error=s.error)
+        samples.append(s)
+        return s
+
+    def passes(pfn: int) -> bool:
+        return bool(zone_device_memmap_initialised(sample(pfn), pg, ki, zones))
+
+    step = 1 << pg.vmemmap_shift if pg.vmemmap_shift else 1
+    frontier = _frontier(passes, first, r.end_pfn, step, spans) if first < r.end_pfn else None
+    free_fp = ""
+    alt = pg.altmap
+    if r.index == 0 and alt.valid and alt.free:
+        lo = alt.base_pfn + alt.reserve
+        probes = [sample(p) for p in sorted({lo, lo + alt.free - 1})]
+        if all(p.status is MemmapStatus.READ for p in probes):
+            ok = all(altmap_free_fingerprint(p, ki) for p in probes)
+            free_fp = "lru_self" if ok else "other"
+    del first_error
+    return RangeMemmap(
+        pgmap=pg.address,
+        range_index=r.index,
+        first_pfn=first,
+        end_pfn=r.end_pfn,
+        frontier_pfn=frontier,
+        readability=tuple(spans),
+        samples=tuple(samples),
+        altmap_free_fingerprint=free_fp,
+    )
+
+
+def read_range_memmaps(
+    reader: PageReader,
+    target: TargetInfo,
+    pgmaps: list[DevPagemap],
+    zones: tuple[ZoneSpan, ...],
+) -> tuple[list[RangeMemmap], list[str]]:
+    """Memmap evidence for every range of every live (not dying) pgmap."""
+    rd = Readability(reader.prog, reader.ki, target)
+    out: list[RangeMemmap] = []
+    warnings: list[str] = []
+    for pg in pgmaps:
+        if pg.ref_dying:
+            continue  # C4b: the memmap may already be freed; nothing to decide from it.
+        for r in pg.ranges:
+            mm = _range_memmap(reader, rd, pg, r, zones)
+            out.append(mm)
+            bad = [(a, b, st) for a, b, st in mm.readability if st is not MemmapStatus.READ]
+            if bad:
+                n = sum(b - a for a, b, _ in bad)
+                kinds = sorted({st.value for _, _, st in bad})
+                warnings.append(
+                    f"pgmap {pg.address:#x} range {r.index}: memmap of {n} pages "
+                    f"{'/'.join(kinds)}"
+                    + (" (live /proc/kcore maps System RAM only; use a dump for these)"
+                       if target.kind == "live" else "")
+                )
+    return out, warnings

@@ -1,0 +1,155 @@
+"""Ground truth from the guest kernel itself: the subsec_gt module (tests/kmod/).
+
+The module answers, per PFN, what the running kernel's own predicates say: ``pfn_valid()``,
+``pfn_to_online_page()``, ``get_dev_pagemap()``, ``pgmap_pfn_valid()`` (5.12+) and, where the
+kernel considers the struct page initialised, its zone, node and pgmap.
+
+:func:`build` compiles it per kernel of the matrix in a Debian build chroot under the lab cache
+(``$CACHE/kmod/``; the headers packages want ``/usr/src``, lab-notes §16): bookworm's gcc-12
+for 5.10 (with ``CC=gcc``: its headers name gcc-10), 6.1 and 6.12, trixie's gcc-14 for 7.2.
+It is rebuilt only when the module source, the build script or the kernel changes.
+:func:`load` copies it into a running :class:`~subsecinspect.lab.vm.LabVM` and inserts it;
+:func:`query` asks it about PFNs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from subsecinspect.lab import apt
+from subsecinspect.lab.images import cache_dir
+from subsecinspect.lab.matrix import get_kernel
+
+__all__ = ("KMOD_SRC", "GroundTruth", "GroundTruthError", "build", "load", "module_path", "query")
+
+#: Module source, Kbuild and build script.
+KMOD_SRC = Path(__file__).resolve().parents[2] / "tests" / "kmod"
+_INPUTS = ("subsec_gt.c", "Kbuild", "build.sh")
+_GUEST_KO = "/tmp/subsec_gt.ko"
+_DEBUGFS = "/sys/kernel/debug/subsec_gt/pfns"
+
+
+class GroundTruthError(RuntimeError):
+    """The module could not be built, loaded or queried (the message says why)."""
+
+
+class _VM(Protocol):
+    def run(self, cmd: str, timeout: float = ...) -> Any: ...
+
+    def put(self, local: Path, remote: str) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruth:
+    """The kernel's answers for one PFN (``None`` = not applicable / not asked)."""
+
+    pfn: int
+    pfn_valid: bool
+    online: bool
+    pgmap: int | None
+    pgmap_pfn_valid: bool | None
+    zone: str | None
+    zone_idx: int | None
+    nid: int | None
+    page_pgmap: int | None
+
+
+def _chroot_suite(suite: str) -> str:
+    """The build chroot's suite: the kernels' own compiler where bookworm lacks it."""
+    return "trixie" if suite.startswith(("trixie", "sid", "forky")) else "bookworm"
+
+
+def _sources(suite: str) -> list[str]:
+    return [f"deb {url} {s} main" for url, s in apt.SUITES if s == suite]
+
+
+def module_path(kernel_id: str) -> Path:
+    """Where the built module of ``kernel_id`` is cached."""
+    return cache_dir() / "kmod" / "out" / kernel_id / "subsec_gt.ko"
+
+
+def _key(kver: str, chroot_suite: str) -> str:
+    h = hashlib.sha256(f"{kver}\0{chroot_suite}\0".encode())
+    for name in _INPUTS:
+        h.update((KMOD_SRC / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build(kernel_id: str, force: bool = False) -> Path:
+    """Build (or reuse) subsec_gt.ko for ``kernel_id``; returns its path.
+
+    Needs root, debootstrap and access to deb.debian.org on first use (about 60 s per chroot,
+    1-6 s per module afterwards).
+    """
+    k = get_kernel(kernel_id)
+    suite = _chroot_suite(k.suite)
+    ko = module_path(kernel_id)
+    stamp = ko.with_name("stamp.json")
+    key = _key(k.kver, suite)
+    if not force and ko.exists() and stamp.exists():
+        if json.loads(stamp.read_text()).get("key") == key:
+            return ko
+    chroot = cache_dir() / "kmod" / f"chroot-{suite}"
+    cmd = [str(KMOD_SRC / "build.sh"), str(chroot), suite, k.kver, str(ko.parent), "--",
+           *_sources(k.suite)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not ko.exists():
+        tail = "\n".join(proc.stderr.splitlines()[-15:])
+        raise GroundTruthError(f"building subsec_gt.ko for {k.kver} failed:\n{tail}")
+    stamp.write_text(json.dumps({"key": key, "kver": k.kver, "chroot": suite}))
+    return ko
+
+
+def load(vm: _VM, ko: Path) -> str:
+    """Copy ``ko`` into the guest and insert it; returns the module's header line."""
+    vm.put(ko, _GUEST_KO)
+    res = vm.run(f"rmmod subsec_gt 2>/dev/null; insmod {_GUEST_KO} && head -1 {_DEBUGFS}",
+                 timeout=60)
+    if res.rc != 0:
+        raise GroundTruthError(f"insmod subsec_gt.ko failed (rc={res.rc}): {res.stdout}{res.stderr}")
+    return str(res.stdout).strip()
+
+
+def _opt_int(v: str, base: int = 16) -> int | None:
+    return None if v == "-" else int(v, base)
+
+
+def _opt_bool(v: str) -> bool | None:
+    return None if v == "-" else v == "1"
+
+
+def parse(text: str) -> list[GroundTruth]:
+    """Parse the module's answer lines (the header line is skipped)."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("pfn="):
+            continue
+        f = dict(kv.split("=", 1) for kv in line.split())
+        out.append(GroundTruth(
+            pfn=int(f["pfn"], 16), pfn_valid=f["valid"] == "1", online=f["online"] == "1",
+            pgmap=_opt_int(f["pgmap"]), pgmap_pfn_valid=_opt_bool(f["pgmap_pfn_valid"]),
+            zone=None if f["zone"] == "-" else f["zone"], zone_idx=_opt_int(f["zone_idx"], 10),
+            nid=_opt_int(f["nid"], 10), page_pgmap=_opt_int(f["page_pgmap"])))
+    return out
+
+
+def query(vm: _VM, pfns: Iterable[int]) -> list[GroundTruth]:
+    """Ask the loaded module about ``pfns`` (at most 65536) and parse its answers."""
+    text = " ".join(f"{p:#x}" for p in pfns)
+    # One write() per 64 KiB of whole tokens (the module parses each write on its own).
+    script = (
+        "import os,sys\n"
+        f"toks=sys.stdin.read().split(); fd=os.open('{_DEBUGFS}', os.O_WRONLY|os.O_TRUNC)\n"
+        "for i in range(0,len(toks),4000): os.write(fd,' '.join(toks[i:i+4000]).encode())\n"
+        "os.close(fd)\n"
+    )
+    res = vm.run(f"python3 -c \"{script}\" <<'EOF'\n{text}\nEOF\ncat {_DEBUGFS}", timeout=120)
+    if res.rc != 0:
+        raise GroundTruthError(f"querying subsec_gt failed (rc={res.rc}): {res.stderr}")
+    return parse(str(res.stdout))

@@ -1,0 +1,112 @@
+"""A small QMP (QEMU Machine Protocol) client, importable and usable as a CLI.
+
+One connection per call: QEMU's QMP socket serves one client at a time, and gdb must be
+able to run ``python3 -m subsecinspect.lab.qmp SOCK dump FILE elf`` from its ``shell``
+while the gdbstub holds the guest (lab-notes §9). Asynchronous events are skipped.
+
+CLI::
+
+    python -m subsecinspect.lab.qmp SOCK dump FILE [elf|kdump-zlib|...]
+    python -m subsecinspect.lab.qmp SOCK execute COMMAND ['{"json": "arguments"}']
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ("QMPError", "dump_guest_memory", "main", "qmp_execute")
+
+
+class QMPError(RuntimeError):
+    """QEMU answered with an error, or the socket failed or timed out."""
+
+
+class _Conn:
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        while True:
+            try:
+                self.sock.settimeout(max(0.1, self.deadline - time.monotonic()))
+                self.sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as e:
+                if time.monotonic() > self.deadline:
+                    raise QMPError(f"cannot connect to QMP socket {path}: {e}") from e
+                time.sleep(0.1)
+        self.buf = b""
+        self.recv()  # greeting
+        self.call("qmp_capabilities", {})
+
+    def recv(self) -> dict[str, Any]:
+        while b"\n" not in self.buf:
+            self.sock.settimeout(max(0.1, self.deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError as e:
+                raise QMPError("QMP timed out") from e
+            if not chunk:
+                raise QMPError("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def call(self, cmd: str, args: dict[str, Any]) -> Any:
+        msg: dict[str, Any] = {"execute": cmd}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            r = self.recv()
+            if "event" in r:
+                continue
+            if "error" in r:
+                err = r["error"]
+                raise QMPError(f"QMP {cmd}: {err.get('class')}: {err.get('desc')}")
+            return r.get("return")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def qmp_execute(path: Path | str, cmd: str, timeout: float = 60.0, **args: Any) -> Any:
+    """Execute one QMP command on the socket ``path`` and return its ``return`` value."""
+    conn = _Conn(Path(path), timeout)
+    try:
+        return conn.call(cmd, args)
+    finally:
+        conn.close()
+
+
+def dump_guest_memory(path: Path | str, out: Path | str, fmt: str = "elf", timeout: float = 300.0) -> None:
+    """``dump-guest-memory`` (synchronous) into ``out``: needs ``-device vmcoreinfo``."""
+    qmp_execute(path, "dump-guest-memory", timeout=timeout, paging=False,
+                protocol=f"file:{Path(out).resolve()}", format=fmt)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (see the module docstring)."""
+    a = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(a) in (3, 4) and a[1] == "dump":
+            dump_guest_memory(a[0], a[2], a[3] if len(a) == 4 else "elf")
+            return 0
+        if len(a) in (3, 4) and a[1] == "execute":
+            ret = qmp_execute(a[0], a[2], **(json.loads(a[3]) if len(a) == 4 else {}))
+            print(json.dumps(ret, indent=1))
+            return 0
+    except QMPError as e:
+        print(f"qmp: error: {e}", file=sys.stderr)
+        return 1
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""LabVM: boot one lab kernel in QEMU/TCG and drive it over a serial line and QMP.
+
+Disks (virtio-blk, in this order): vda = the shared root (``snapshot=on``: writes are thrown
+away), vdb = the kernel disk (modules, headers, vmlinux; read-only), vdc = the project disk
+(``project=True``: this checkout's ``subsecinspect/`` and ``bpf/``, mounted at /lab/project
+and on ``PYTHONPATH``), then the ``disks=`` in order (see :meth:`LabVM.disk_dev`).
+
+Serial lines: ttyS0 = kernel console -> ``run/<name>/console.log``; ttyS1 = command channel
+(protocol in vm-images/guest/init.sh). Every QEMU is killed and reaped by its pid in
+:meth:`LabVM.stop`, on ``__exit__`` and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import itertools
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from subsecinspect.lab import images, qmp
+
+__all__ = ("LabBootError", "LabError", "LabTimeout", "LabVM", "Nvdimm", "Result", "parse_size")
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_FRAME = re.compile(rb"^@@(OUT|ERR)-(\d+)@@$|^@@DONE-(\d+)-(\d+)@@$|^@@(READY)@@$|^@@JOB-RC-(\d+)@@$")
+_LIVE: weakref.WeakSet[LabVM] = weakref.WeakSet()
+_SEQ = itertools.count(1)
+
+
+class LabError(RuntimeError):
+    """The lab harness failed (not the command under test)."""
+
+
+class LabTimeout(LabError):
+    """A boot or a command exceeded its timeout."""
+
+
+class LabBootError(LabError):
+    """QEMU exited or the guest did not become ready; the message ends with the console tail."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a guest command returned: decoded stdout/stderr, exit status, raw stdout bytes."""
+
+    stdout: str
+    stderr: str
+    rc: int
+    raw: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def check(self) -> Result:
+        """Return self, or raise LabError with the stderr tail if rc != 0."""
+        if self.rc != 0:
+            raise LabError(f"guest command failed (rc {self.rc}): {self.stderr.strip()[-400:]}")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Nvdimm:
+    """One emulated NVDIMM: size and label area (``label_size=0``: label-less)."""
+
+    size: str = "1G"
+    label_size: str = "128K"
+
+
+def parse_size(s: str | int) -> int:
+    """``"1G"`` / ``"512M"`` / ``"128K"`` / bytes -> bytes (binary units, like QEMU)."""
+    if isinstance(s, int):
+        return s
+    m = re.fullmatch(r"(\d+)([KMGT]?)i?B?", s.strip(), re.I)
+    if not m:
+        raise ValueError(f"bad size {s!r}")
+    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LabVM:
+    """One QEMU guest running a lab kernel (see the module docstring).
+
+    :param kernel: a kernel id of vm-images/kernels.toml ("5.10", "6.1", "6.12", "7.2").
+    :param nvdimms: NVDIMMs (``Nvdimm``, ``(size, label_size)`` or a size); each gets a fresh
+        sparse backing file in the run dir, deleted by :meth:`stop`.
+    :param append: extra kernel arguments (e.g. ``memmap=208M!1104M``, ``crashkernel=256M``).
+    :param slots, maxmem: DIMM slots / maximum memory for hot-add (NVDIMMs count too).
+    :param disks: extra raw disk images (writable), after root, kernel and project disks.
+    :param gdbstub: open QEMU's gdbstub on a free TCP port (:attr:`gdb_port`) and boot nokaslr.
+    :param job: a script run in batch mode (fw_cfg ``opt/lab/job``); use :meth:`run_batch`.
+    """
+
+    def __init__(
+        self,
+        kernel: str = "6.1",
+        *,
+        name: str | None = None,
+        mem: str = "1G",
+        smp: int = 2,
+        nvdimms: Sequence[Nvdimm | tuple[str, str] | str] = (),
+        append: Sequence[str] = (),
+        slots: int = 0,
+        maxmem: str | None = None,
+        disks: Sequence[str | Path] = (),
+        gdbstub: bool = False,
+        project: bool = True,
+        job: str | Path | None = None,
+        boot_timeout: float = 120.0,
+        qemu_args: Sequence[str] = (),
+    ) -> None:
+        self.kernel = kernel
+        self.paths = images.paths(kernel)
+        self.name = name or f"{kernel}-{os.getpid()}-{next(_SEQ)}"
+        self.mem, self.smp, self.append, self.slots, self.maxmem = mem, smp, list(append), slots, maxmem
+        self.nvdimms = [n if isinstance(n, Nvdimm) else Nvdimm(*n) if isinstance(n, tuple) else Nvdimm(n)
+                        for n in nvdimms]  # fmt: skip
+        self.disks = [Path(d).resolve() for d in disks]
+        self.gdbstub, self.project, self.boot_timeout = gdbstub, project, boot_timeout
+        self.job = Path(job).resolve() if job else None
+        self.qemu_args = list(qemu_args)
+        self.run_dir = images.cache_dir() / "run" / self.name
+        self.gdb_port: int | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self._cv = threading.Condition()
+        self._done: dict[int, Result] = {}
+        self._events: list[str] = []
+        self._batch_out = bytearray()
+        self._closed = False
+        self._seq = itertools.count(1)
+        self._send_lock = threading.Lock()
+        self._transcript: Any = None
+
+    # ------------------------------------------------------------------ files and command line
+
+    @property
+    def console_log(self) -> Path:
+        return self.run_dir / "console.log"
+
+    @property
+    def qmp_sock(self) -> Path:
+        return self.run_dir / "qmp.sock"
+
+    def nvdimm_file(self, i: int) -> Path:
+        return self.run_dir / f"nvdimm{i}.img"
+
+    def disk_dev(self, i: int) -> str:
+        """Guest device of ``disks[i]`` (``/dev/vdc`` or ``/dev/vdd``...)."""
+        return "/dev/vd" + "abcdefghijklmnop"[(3 if self.project else 2) + i]
+
+    def _project_img(self) -> Path:
+        """Pack this checkout's subsecinspect/ and bpf/ into a small ext4 (LABEL=labproject)."""
+        stage = self.run_dir / "project"
+        ign = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for sub in ("subsecinspect", "bpf"):
+            if (_PROJECT_ROOT / sub).is_dir():
+                shutil.copytree(_PROJECT_ROOT / sub, stage / sub, ignore=ign)
+        img = self.run_dir / "project.img"
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "labproject", "-O", "^has_journal", "-d",
+                        str(stage), str(img), "64M"], check=True, capture_output=True)  # fmt: skip
+        shutil.rmtree(stage)
+        return img
+
+    def command_line(self) -> list[str]:
+        """The full QEMU command line (also written to ``run/<name>/qemu.cmd``)."""
+        p, rd = self.paths, self.run_dir
+        mem = f"{self.mem}"
+        nv_total = sum(parse_size(n.size) for n in self.nvdimms)
+        slots = self.slots + len(self.nvdimms)
+        if slots:
+            maxmem = self.maxmem or f"{(parse_size(self.mem) + nv_total) >> 20}M"
+            mem += f",slots={slots},maxmem={maxmem}"
+        append = ["console=ttyS0", "loglevel=6", "panic=-1", *(["nokaslr"] if self.gdbstub else []),
+                  *self.append]  # fmt: skip
+        cmd = [
+            "qemu-system-x86_64", "-nodefaults", "-display", "none", "-no-user-config",
+            "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(self.smp),
+            "-machine", "pc" + (",nvdimm=on" if self.nvdimms else ""), "-m", mem,
+            "-kernel", str(p.vmlinuz), "-initrd", str(p.initramfs), "-append", " ".join(append),
+            "-drive", f"file={p.rootfs_img},if=virtio,format=raw,snapshot=on",
+            "-drive", f"file={p.kernel_img},if=virtio,format=raw,readonly=on",
+        ]  # fmt: skip
+        if self.project:
+            cmd += ["-drive", f"file={rd / 'project.img'},if=virtio,format=raw,readonly=on"]
+        for d in self.disks:
+            cmd += ["-drive", f"file={d},if=virtio,format=raw"]
+        cmd += [
+            "-serial", f"file:{self.console_log}",
+            "-chardev", f"socket,id=sh,path={rd / 'shell.sock'},server=on,wait=off",
+            "-serial", "chardev:sh",
+            "-qmp", f"unix:{self.qmp_sock},server=on,wait=off",
+            "-no-reboot", "-device", "vmcoreinfo",
+        ]  # fmt: skip
+        for i, n in enumerate(self.nvdimms):
+            cmd += ["-object", f"memory-backend-file,id=nvmem{i},share=on,mem-path={self.nvdimm_file(i)},"
+                    f"size={n.size}",
+                    "-device", f"nvdimm,memdev=nvmem{i},id=nvdimm{i}"
+                    + (f",label-size={n.label_size}" if parse_size(n.label_size) else "")]  # fmt: skip
+        if self.gdb_port:
+            cmd += ["-gdb", f"tcp:127.0.0.1:{self.gdb_port}"]
+        if self.job:
+            cmd += ["-fw_cfg", f"name=opt/lab/job,file={self.job}"]
+        return cmd + self.qemu_args
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _launch(self) -> None:
+        missing = self.paths.missing()
+        if missing:
+            raise LabError(f"lab cache incomplete ({missing[0]}): run "
+                           f"`python -m subsecinspect.lab.images build --kernel {self.kernel}`")  # fmt: skip
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.run_dir.mkdir(parents=True)
+        for i, n in enumerate(self.nvdimms):
+            with open(self.nvdimm_file(i), "wb") as f:  # fresh sparse backing file
+                f.truncate(parse_size(n.size))
+        if self.project:
+            self._project_img()
+        if self.gdbstub:
+            self.gdb_port = _free_port()
+        cmd = self.command_line()
+        (self.run_dir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+        log = open(self.run_dir / "qemu.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                     start_new_session=True)  # fmt: skip
+        log.close()
+        _LIVE.add(self)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(self.run_dir / "shell.sock"))
+                break
+            except OSError:
+                s.close()
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise LabBootError(self._why("QEMU did not open its serial socket")) from None
+                time.sleep(0.05)
+        self._sock = s
+        if os.environ.get("SUBSECINSPECT_LAB_TRANSCRIPT"):
+            self._transcript = open(self.run_dir / "ttyS1.log", "wb")  # noqa: SIM115
+        self._reader = threading.Thread(target=self._read_loop, name=f"labvm-{self.name}", daemon=True)
+        self._reader.start()
+
+    def start(self) -> LabVM:
+        """Boot and wait until the guest's command channel answers (interactive mode)."""
+        if self.job:
+            raise LabError("a VM with job= runs in batch mode: use run_batch()")
+        self._launch()
+        try:
+            self._wait_event("READY", self.boot_timeout, "boot")
+            self._resync()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _resync(self) -> None:
+        """The first bytes after READY can be lost: retry a no-op until one answers."""
+        for _ in range(10):
+            h = self.send("true", _prefix=b"\n\n")
+            try:
+                self.wait(h, timeout=5)
+                return
+            except LabTimeout:
+                continue
+        raise LabBootError(self._why("the guest command channel never answered"))
+
+    def stop(self) -> None:
+        """Kill QEMU (by pid, whole process group) and reap it; delete NVDIMM/project files."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                qmp.qmp_execute(self.qmp_sock, "quit", timeout=2)
+            except (qmp.QMPError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._closed = True
+        if self._sock is not None:
+            self._sock.close()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        for f in [*self.run_dir.glob("nvdimm*.img"), self.run_dir / "project.img"]:
+            f.unlink(missing_ok=True)
+        _LIVE.discard(self)
+
+    def __enter__(self) -> LabVM:
+        return self if self.job else self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ serial channel
+
+    def _read_loop(self) -> None:
+        assert self._sock is not None
+        buf, cur, parts = b"", None, {"OUT": bytearray(), "ERR": bytearray()}
+        while True:
+            try:
+                chunk = self._sock.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                with self._cv:
+                    self._events.append("EOF")
+                    self._cv.notify_all()
+                return
+            if self._transcript is not None:
+                self._transcript.write(chunk)
+                self._transcript.flush()
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.rstrip(b"\r")
+                m = _FRAME.match(line)
+                with self._cv:
+                    if m is None:
+                        if cur is not None:
+                            parts[cur] += line
+                        elif self.job:
+                            self._batch_out += raw + b"\n"
+                        continue
+                    if m.group(1):
+                        cur = m.group(1).decode()
+                        parts[cur] = bytearray()
+                    elif m.group(3):
+                        out, err = (base64.b64decode(bytes(parts[k]), validate=False) for k in ("OUT", "ERR"))
+                        self._done[int(m.group(3))] = Result(out.decode(errors="replace"),
+                                                             err.decode(errors="replace"),
+                                                             int(m.group(4)), out)  # fmt: skip
+                        cur = None
+                    elif m.group(5):
+                        self._events.append("READY")
+                    else:
+                        self._events.append(f"JOB-RC-{m.group(6)}")
+                    self._cv.notify_all()
+
+    def _why(self, msg: str) -> str:
+        tail = ""
+        if self.console_log.exists():
+            tail = " | ".join(self.console_log.read_text(errors="replace").strip().splitlines()[-12:])
+        rc = self.proc.poll() if self.proc else None
+        return f"{msg} (vm {self.name}, qemu rc {rc}; console {self.console_log}): {tail}"
+
+    def _wait_event(self, prefix: str, timeout: float, what: str) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                for ev in self._events:
+                    if ev.startswith(prefix):
+                        self._events.remove(ev)
+                        return ev
+                if "EOF" in self._events:
+                    raise LabBootError(self._why(f"{what}: QEMU closed the serial line"))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LabTimeout(self._why(f"{what}: no {prefix} after {timeout:.0f}s"))
+                self._cv.wait(min(left, 1.0))
+
+    def send(self, cmd: str, *, _prefix: bytes = b"") -> int:
+        """Start ``cmd`` (bash) in the guest without waiting; returns a handle for :meth:`wait`."""
+        if self._sock is None or self._closed:
+            raise LabError(f"vm {self.name} is not running")
+        n = next(self._seq)
+        line = _prefix + f"{n} ".encode() + base64.b64encode(cmd.encode()) + b"\n"
+        with self._send_lock:
+            self._sock.sendall(line)
+        return n
+
+    def wait(self, handle: int, timeout: float = 60.0) -> Result:
+        """Collect the result of :meth:`send`; raise LabTimeout after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while handle not in self._done:
+                if "EOF" in self._events:
+                    raise LabError(self._why(f"command {handle}: QEMU closed the serial line"))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LabTimeout(self._why(f"command {handle} still running after {timeout:.0f}s"))
+                self._cv.wait(min(left, 1.0))
+            return self._done.pop(handle)
+
+    def run(self, cmd: str, timeout: float = 60.0, check: bool = False) -> Result:
+        """Run ``cmd`` with bash in the guest (cwd /root, stdin /dev/null) and wait for it."""
+        r = self.wait(self.send(cmd), timeout)
+        return r.check() if check else r
+
+    def put(self, local: str | Path, remote: str, mode: int | None = None, timeout: float = 120.0) -> None:
+        """Copy a (small: it goes over the serial line) host file into the guest."""
+        data = Path(local).read_bytes()
+        q = shlex.quote(remote)
+        self.run(f": > {q}", timeout, check=True)
+        for off in range(0, max(len(data), 1), 192 * 1024):
+            b64 = base64.b64encode(data[off : off + 192 * 1024]).decode()
+            self.run(f"base64 -d >> {q} <<'@@EOF@@'\n{b64}\n@@EOF@@", timeout, check=True)
+        if mode is not None:
+            self.run(f"chmod {mode:o} {q}", timeout, check=True)
+
+    def get(self, remote: str, timeout: float = 120.0) -> bytes:
+        """The bytes of a (small) guest file."""
+        return self.run(f"cat {shlex.quote(remote)}", timeout, check=True).raw
+
+    def qmp(self, cmd: str, timeout: float = 60.0, **args: Any) -> Any:
+        """Execute one QMP command (e.g. ``vm.qmp("query-memory-devices")``)."""
+        return qmp.qmp_execute(self.qmp_sock, cmd, timeout=timeout, **args)
+
+    def dump(self, out: str | Path, fmt: str = "elf", timeout: float = 300.0) -> Path:
+        """QMP ``dump-guest-memory`` into ``out`` (RAM + NVDIMM: keep the guest small)."""
+        qmp.dump_guest_memory(self.qmp_sock, out, fmt, timeout)
+        return Path(out)
+
+    def run_batch(self, timeout: float = 300.0) -> Result:
+        """Batch mode (``job=``): boot, run the job, power off. stdout+stderr are merged."""
+        if not self.job:
+            raise LabError("run_batch() needs job=")
+        self._launch()
+        try:
+            rc = int(self._wait_event("JOB-RC-", timeout, "batch job").rsplit("-", 1)[1])
+            assert self.proc is not None
+            self.proc.wait(timeout=30)
+        finally:
+            self.stop()
+        out = bytes(self._batch_out)
+        return Result(out.decode(errors="replace"), "", rc, out)
+
+
+@atexit.register
+def _reap_all() -> None:
+    for vm in list(_LIVE):
+        vm.stop()

@@ -1,0 +1,179 @@
+"""Lookup structures over a :class:`~subsecinspect.snapshot.Snapshot`.
+
+The classifier, :mod:`subsecinspect.predicates` and :mod:`subsecinspect.explain`
+all need "which section / dev_pagemap range / memory block / memmap evidence
+holds this PFN". :class:`SnapshotIndex` answers that in O(log n) after one
+O(sections + pgmaps + memory blocks) pass. The pgmap interval map mirrors
+``pgmap_array`` (mm/memremap.c): the xarray spans say *whether* a PFN is
+registered, the pgmap's ``ranges[]`` say *which* range (kernel-semantics.md §4.1).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from itertools import pairwise
+
+from subsecinspect.snapshot import (
+    DevPagemap,
+    MemmapStatus,
+    MemoryBlock,
+    PgmapRange,
+    RangeMemmap,
+    Section,
+    Snapshot,
+)
+
+__all__ = ("PgmapHit", "SnapshotIndex")
+
+
+@dataclass(frozen=True, slots=True)
+class PgmapHit:
+    """PFNs ``[start_pfn, end_pfn)`` that ``pgmap_array`` maps to *claims*.
+
+    Each claim is ``(pgmap, range)``; ``range`` is ``None`` when the PFN lies in
+    the pgmap's xarray span but in none of its ``ranges[]``. More than one claim
+    means overlapping pgmaps (damaged structures).
+    """
+
+    start_pfn: int
+    end_pfn: int
+    claims: tuple[tuple[DevPagemap, PgmapRange | None], ...]
+
+
+def _find_range(pg: DevPagemap, pfn: int) -> PgmapRange | None:
+    for r in pg.ranges:
+        if r.start_pfn <= pfn < r.end_pfn:
+            return r
+    return None
+
+
+def _raw_hits(pg: DevPagemap) -> list[tuple[int, int, DevPagemap, PgmapRange | None]]:
+    """Split the pgmap's registered spans at its range boundaries."""
+    if pg.xa_spans:
+        spans = [(first, last + 1) for first, last in pg.xa_spans]
+    else:
+        # No xarray evidence (hand-made or older snapshots): every listed range,
+        # including the one in progress, counts as registered.
+        spans = [(r.start_pfn, r.end_pfn) for r in pg.ranges]
+    out = []
+    for a, b in spans:
+        cuts = {a, b}
+        for r in pg.ranges:
+            for p in (r.start_pfn, r.end_pfn):
+                if a < p < b:
+                    cuts.add(p)
+        pts = sorted(cuts)
+        for x, y in pairwise(pts):
+            out.append((x, y, pg, _find_range(pg, x)))
+    return out
+
+
+def _build_hits(snapshot: Snapshot) -> list[PgmapHit]:
+    raw = sorted(
+        (h for pg in snapshot.pgmaps for h in _raw_hits(pg)), key=lambda h: (h[0], h[1])
+    )
+    overlap = any(raw[i][0] < raw[i - 1][1] for i in range(1, len(raw)))
+    if not overlap:
+        return [PgmapHit(a, b, ((pg, r),)) for a, b, pg, r in raw]
+    bounds = sorted({p for h in raw for p in h[:2]})
+    hits = []
+    for a, b in pairwise(bounds):
+        seen: set[int] = set()
+        claims = []
+        for x, y, pg, r in raw:  # one claim per pgmap even if its own ranges overlap
+            if x <= a < y and pg.address not in seen:
+                seen.add(pg.address)
+                claims.append((pg, r))
+        if claims:
+            hits.append(PgmapHit(a, b, tuple(claims)))
+    return hits
+
+
+class SnapshotIndex:
+    """PFN → section, pgmap claim, memory block and memmap evidence."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        k = snapshot.kernel
+        self.snapshot = snapshot
+        self.kernel = k
+        self.pages_per_section = k.pages_per_section
+        self.pages_per_subsection = k.pages_per_subsection
+        self.section_shift = k.pfn_section_shift
+        self.sections: dict[int, Section] = {s.section_nr: s for s in snapshot.sections}
+        self.section_nrs: list[int] = sorted(self.sections)
+        present = [s.section_nr for s in snapshot.sections if s.present or s.in_flux]
+        #: End of the highest present section; every PFN below it is classified.
+        self.end_pfn = (max(present) + 1) * self.pages_per_section if present else 0
+        self.hits = _build_hits(snapshot)
+        self._hit_starts = [h.start_pfn for h in self.hits]
+        self.memmaps: dict[tuple[int, int], RangeMemmap] = {
+            (m.pgmap, m.range_index): m for m in snapshot.memmaps
+        }
+        self.blocks: dict[int, MemoryBlock] = {}
+        for b in snapshot.memory_blocks:
+            for nr in range(b.start_section_nr, b.start_section_nr + b.nr_sections):
+                self.blocks[nr] = b
+        self.have_blocks = bool(snapshot.memory_blocks)
+        #: Scratch memo for derived per-range values (e.g. the effective frontier).
+        self.memo: dict[tuple[object, ...], object] = {}
+        # Sections touched by some pgmap (for the C3 note "section hosts ZONE_DEVICE").
+        self.pgmap_sections: set[int] = set()
+        for h in self.hits:
+            first = h.start_pfn >> self.section_shift
+            last = (h.end_pfn - 1) >> self.section_shift
+            self.pgmap_sections.update(range(first, last + 1))
+
+    # --- sections -----------------------------------------------------------
+
+    def section_nr(self, pfn: int) -> int:
+        """``pfn_to_section_nr()``."""
+        return pfn >> self.section_shift
+
+    def section(self, pfn: int) -> Section | None:
+        return self.sections.get(pfn >> self.section_shift)
+
+    def subsection_index(self, pfn: int) -> int:
+        """``subsection_map_index()``."""
+        return (pfn & (self.pages_per_section - 1)) // self.pages_per_subsection
+
+    def subsection_bit(self, section: Section, pfn: int) -> bool | None:
+        """The subsection_map bit of *pfn*; ``None`` if the map is unavailable."""
+        if section.subsection_map is None:
+            return None
+        return bool(section.subsection_map >> self.subsection_index(pfn) & 1)
+
+    # --- pgmaps ---------------------------------------------------------------
+
+    def hit(self, pfn: int) -> PgmapHit | None:
+        i = bisect.bisect_right(self._hit_starts, pfn) - 1
+        if i >= 0 and pfn < self.hits[i].end_pfn:
+            return self.hits[i]
+        return None
+
+    def hits_between(self, start: int, end: int) -> list[PgmapHit]:
+        """Hits intersecting ``[start, end)``."""
+        i = max(bisect.bisect_right(self._hit_starts, start) - 1, 0)
+        out = []
+        while i < len(self.hits) and self.hits[i].start_pfn < end:
+            if self.hits[i].end_pfn > start:
+                out.append(self.hits[i])
+            i += 1
+        return out
+
+    def memmap(self, pg: DevPagemap, rng: PgmapRange) -> RangeMemmap | None:
+        return self.memmaps.get((pg.address, rng.index))
+
+    @staticmethod
+    def readability(memmap: RangeMemmap | None, pfn: int) -> MemmapStatus:
+        """Status of the struct page of *pfn*; NOT_READ when nothing says otherwise."""
+        if memmap is not None:
+            for a, b, status in memmap.readability:
+                if a <= pfn < b:
+                    return status
+        return MemmapStatus.NOT_READ
+
+    # --- memory blocks --------------------------------------------------------
+
+    def block(self, pfn: int) -> MemoryBlock | None:
+        return self.blocks.get(pfn >> self.section_shift)

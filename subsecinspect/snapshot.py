@@ -1,0 +1,435 @@
+"""Snapshot: the kernel's memory-model state as plain data.
+
+A :class:`Snapshot` is everything the classifier needs, read once from a live
+kernel or a vmcore by :mod:`subsecinspect.kernel` and frozen into dataclasses
+that hold only ``int``, ``str``, ``bool``, enums, tuples and other snapshot
+dataclasses. No drgn object ever lives here, so a snapshot can be saved as
+JSON (``classify --save``), loaded on a machine without drgn, and built by
+hand in unit tests.
+
+Kernel sources mirrored: ``include/linux/mmzone.h`` (``struct mem_section``,
+``struct mem_section_usage``), ``include/linux/memremap.h``
+(``struct dev_pagemap``, ``struct vmem_altmap``), ``drivers/base/memory.c``
+(``struct memory_block``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = (
+    "SNAPSHOT_FORMAT",
+    "Altmap",
+    "DevPagemap",
+    "KernelInfo",
+    "MemmapStatus",
+    "MemoryBlock",
+    "PageSample",
+    "PgmapRange",
+    "RangeMemmap",
+    "Section",
+    "Snapshot",
+    "SnapshotFormatError",
+    "TargetInfo",
+    "ZoneSpan",
+    "snapshot_from_dict",
+    "snapshot_from_json",
+    "snapshot_to_dict",
+    "snapshot_to_json",
+)
+
+#: Version of the saved-snapshot format. Bump on any rename/removal/retype.
+SNAPSHOT_FORMAT = 1
+
+
+class SnapshotFormatError(ValueError):
+    """A saved snapshot does not match :data:`SNAPSHOT_FORMAT`'s shape."""
+
+
+class MemmapStatus(str, enum.Enum):
+    """Whether the struct pages of a PFN span could be read from the target."""
+
+    #: The struct pages were read.
+    READ = "read"
+    #: The vmemmap address does not translate or the physical page is not
+    #: offered by the target (e.g. a ``--map=dev`` memmap through /proc/kcore,
+    #: whose segments cover System RAM only).
+    UNREADABLE = "unreadable"
+    #: The target is a dump and the memmap's physical page is not in it
+    #: (kdump: Persistent Memory is never dumped; excluded by the dump level).
+    NOT_CAPTURED = "not_captured"
+    #: Nothing was read because the classifier does not need it.
+    NOT_READ = "not_read"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelInfo:
+    """Constants and feature bits of the target kernel, from debug info.
+
+    Everything here is detected (DWARF enums, members, symbols, VMCOREINFO),
+    never parsed from the release string.
+    """
+
+    release: str
+    page_shift: int
+    section_size_bits: int
+    max_physmem_bits: int
+    #: ``sizeof(struct page)``.
+    struct_page_size: int
+    #: The vmemmap base (``vmemmap_base`` on x86_64), i.e. ``pfn_to_page(0)``.
+    vmemmap: int
+    #: ``__highest_present_section_nr``.
+    highest_present_section_nr: int
+    #: ``ZONE_DEVICE`` from ``enum zone_type``; ``None`` without CONFIG_ZONE_DEVICE.
+    zone_device: int | None
+    #: ``__MAX_NR_ZONES``.
+    nr_zones: int
+    #: Shift and mask of the zone field in ``page->flags`` (validated on samples).
+    zones_pgshift: int
+    zones_mask: int
+    nodes_pgshift: int
+    nodes_mask: int
+    nr_node_ids: int
+    #: ``PG_reserved`` and ``PG_head`` from ``enum pageflags``.
+    pg_reserved: int
+    pg_head: int
+    #: Offsets inside ``struct page``.
+    page_flags_offset: int
+    #: The word that is ``page->pgmap`` / ``compound_head`` / ``folio->pgmap``.
+    page_pgmap_offset: int
+    page_refcount_offset: int
+    page_mapcount_offset: int
+    #: ``offsetof(struct page, lru)``: C5b pages hold ``page + this`` in the pgmap slot.
+    page_lru_offset: int
+    #: Feature bits, each named after the kernel change that introduced it:
+    #: "section_taint_zone_device" (v5.12), "pgmap_nr_range" (v5.10),
+    #: "pgmap_vmemmap_shift" (v5.17), "pfn_to_online_page_fn" (v5.12, out of
+    #: line), "pgmap_pfn_valid" (v5.12), "folio_pgmap" (v6.15), "usage_rcu" (v6.8),
+    #: "altmap_inaccessible" (v6.9), "pgmap_ref_pointer" (< 5.11), "memory_blocks".
+    features: tuple[str, ...] = ()
+
+    @property
+    def page_size(self) -> int:
+        return 1 << self.page_shift
+
+    @property
+    def pfn_section_shift(self) -> int:
+        return self.section_size_bits - self.page_shift
+
+    @property
+    def pages_per_section(self) -> int:
+        return 1 << self.pfn_section_shift
+
+    @property
+    def pages_per_subsection(self) -> int:
+        # SUBSECTION_SHIFT is 21 on every architecture (include/linux/mmzone.h).
+        return 1 << (21 - self.page_shift)
+
+    @property
+    def subsections_per_section(self) -> int:
+        return 1 << (self.section_size_bits - 21)
+
+    def has(self, feature: str) -> bool:
+        return feature in self.features
+
+
+@dataclass(frozen=True, slots=True)
+class TargetInfo:
+    """What was opened: a live kernel or a dump."""
+
+    #: "live" or "vmcore".
+    kind: str
+    path: str
+    #: "kcore", "elf", "kdump" or "snapshot" (a saved snapshot re-classified).
+    format: str = ""
+    #: For dumps: the highest PFN the dump holds, when known.
+    dump_max_pfn: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """One ``struct mem_section`` that is present or otherwise non-empty."""
+
+    section_nr: int
+    #: The raw ``section_mem_map`` word (flags in the low bits).
+    section_mem_map: int
+    #: Decoded flag names without the ``SECTION_`` prefix, e.g. ("MARKED_PRESENT", "HAS_MEM_MAP").
+    flags: tuple[str, ...]
+    #: Address of ``ms->usage`` (0 if NULL).
+    usage: int
+    #: ``usage->subsection_map`` as an integer, bit 0 = lowest 2 MiB; ``None``
+    #: if usage is NULL or could not be read.
+    subsection_map: int | None
+    #: ``(section_mem_map & SECTION_MAP_MASK) == vmemmap`` (SPARSEMEM_VMEMMAP).
+    map_consistent: bool = True
+    #: Live only: the section word or usage changed between two reads.
+    in_flux: bool = False
+
+    def has_flag(self, name: str) -> bool:
+        return name in self.flags
+
+    @property
+    def present(self) -> bool:
+        return "MARKED_PRESENT" in self.flags
+
+    @property
+    def valid(self) -> bool:
+        """``valid_section()``: SECTION_HAS_MEM_MAP."""
+        return "HAS_MEM_MAP" in self.flags
+
+    @property
+    def online(self) -> bool:
+        return "IS_ONLINE" in self.flags
+
+    @property
+    def early(self) -> bool:
+        return "IS_EARLY" in self.flags
+
+    @property
+    def taint_zone_device(self) -> bool:
+        return "TAINT_ZONE_DEVICE" in self.flags
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBlock:
+    """One ``struct memory_block`` (drivers/base/memory.c)."""
+
+    block_id: int
+    start_section_nr: int
+    nr_sections: int
+    #: "online", "offline", "going-offline", "going-online", or "unknown(N)".
+    state: str
+    nid: int = -1
+    #: Zone name the block was onlined to, when known.
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Altmap:
+    """``struct vmem_altmap`` of a dev_pagemap (all fields, even if not valid)."""
+
+    base_pfn: int
+    end_pfn: int
+    reserve: int
+    free: int
+    align: int
+    alloc: int
+    #: ``pgmap->flags & PGMAP_ALTMAP_VALID``.
+    valid: bool
+    inaccessible: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PgmapRange:
+    """One ``pgmap->ranges[i]``, as PFNs (end exclusive)."""
+
+    index: int
+    start_pfn: int
+    end_pfn: int
+    #: ``index < pgmap->nr_range``: memremap_pages() finished this range.
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PageSample:
+    """Raw words of one struct page that a reader looked at.
+
+    Only raw values are stored; :mod:`subsecinspect.fingerprint` decides.
+    """
+
+    pfn: int
+    status: MemmapStatus
+    flags: int = 0
+    #: The pgmap slot (``page->pgmap`` / ``compound_head`` / ``folio->pgmap``).
+    pgmap_slot: int = 0
+    refcount: int = 0
+    mapcount: int = 0
+    #: For a tail (slot bit 0 set): the head page's flags and pgmap slot.
+    head_flags: int | None = None
+    head_pgmap_slot: int | None = None
+    #: Why the read failed (drgn's FaultError text), for evidence.
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RangeMemmap:
+    """Memmap evidence for one pgmap range: readability and the initialised frontier."""
+
+    pgmap: int
+    range_index: int
+    #: ``pfn_first()``: range start, plus ``vmem_altmap_offset()`` for range 0.
+    first_pfn: int
+    end_pfn: int
+    #: First PFN in ``[first_pfn, end_pfn)`` whose struct page fails the
+    #: fingerprint (``end_pfn`` if all pass); ``None`` when no binary search
+    #: was possible (memmap unreadable) or needed.
+    frontier_pfn: int | None
+    #: Readability per PFN span: ``((start_pfn, end_pfn, status), ...)``,
+    #: sorted, covering ``[range start, end_pfn)`` including the altmap part.
+    readability: tuple[tuple[int, int, MemmapStatus], ...] = ()
+    #: The struct pages actually read for this range (binary search, probes).
+    samples: tuple[PageSample, ...] = ()
+    #: Fingerprint of the altmap ``free`` (C5b) pages, when read: "lru_self" if
+    #: the slot holds page+lru offset and zone==ZONE_DEVICE, "other" otherwise.
+    altmap_free_fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DevPagemap:
+    """One ``struct dev_pagemap`` found in ``pgmap_array``."""
+
+    address: int
+    #: ``enum memory_type`` name, e.g. "MEMORY_DEVICE_FS_DAX".
+    type: str
+    flags: int
+    #: ``pgmap->nr_range`` (-1 before v5.10, where there is a single ``res``).
+    nr_range: int
+    #: The ranges, including the one in progress past ``nr_range``.
+    ranges: tuple[PgmapRange, ...]
+    altmap: Altmap
+    vmemmap_shift: int = 0
+    #: ``percpu_ref_kill()`` has run (``__PERCPU_REF_DEAD``): memunmap_pages().
+    ref_dying: bool = False
+    #: ``(first_pfn, last_pfn_inclusive)`` spans where pgmap_array points here.
+    xa_spans: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSpan:
+    """``NODE_DATA(nid)->node_zones[zone]`` span, PFNs (end exclusive)."""
+
+    nid: int
+    zone: str
+    zone_idx: int
+    start_pfn: int
+    end_pfn: int
+    present_pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything read from one target, in one pass."""
+
+    kernel: KernelInfo
+    target: TargetInfo
+    sections: tuple[Section, ...]
+    pgmaps: tuple[DevPagemap, ...] = ()
+    memory_blocks: tuple[MemoryBlock, ...] = ()
+    zones: tuple[ZoneSpan, ...] = ()
+    memmaps: tuple[RangeMemmap, ...] = ()
+    #: Counters about the read itself (e.g. "struct_pages_read").
+    stats: tuple[tuple[str, int], ...] = ()
+    #: Human-readable warnings from the readers (damaged structures, ...).
+    warnings: tuple[str, ...] = ()
+    format: int = field(default=SNAPSHOT_FORMAT)
+
+    def stat(self, name: str) -> int:
+        return dict(self.stats).get(name, 0)
+
+
+# --- JSON round trip -------------------------------------------------------
+
+_DATACLASSES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        KernelInfo, TargetInfo, Section, MemoryBlock, Altmap, PgmapRange,
+        PageSample, RangeMemmap, DevPagemap, ZoneSpan, Snapshot,
+    )
+}
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot as JSON-compatible data (integers stay integers)."""
+    return _encode(snapshot)
+
+
+def snapshot_to_json(snapshot: Snapshot, *, indent: int | None = None) -> str:
+    return json.dumps(snapshot_to_dict(snapshot), indent=indent)
+
+
+def _decode(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _decode(inner[0], value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise SnapshotFormatError(f"{where}: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise SnapshotFormatError(f"{where}: expected {len(args)} items")
+        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise SnapshotFormatError(f"{where}: bad value {value!r}") from None
+    if isinstance(tp, type) and tp.__name__ in _DATACLASSES:
+        return _from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SnapshotFormatError(f"{where}: expected a boolean")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SnapshotFormatError(f"{where}: expected an integer")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise SnapshotFormatError(f"{where}: expected a string")
+        return value
+    raise SnapshotFormatError(f"{where}: unsupported type {tp!r}")
+
+
+def _from_dict(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise SnapshotFormatError(f"{where}: expected an object")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SnapshotFormatError(f"{where}: missing key {f.name!r}")
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise SnapshotFormatError(f"{where}: unknown keys {sorted(unknown)}")
+    return cls(**kwargs)
+
+
+def snapshot_from_dict(data: Any) -> Snapshot:
+    """Rebuild a :class:`Snapshot`; raises :class:`SnapshotFormatError` on any mismatch."""
+    if isinstance(data, dict) and data.get("format", SNAPSHOT_FORMAT) != SNAPSHOT_FORMAT:
+        raise SnapshotFormatError(
+            f"snapshot format {data.get('format')!r} is not {SNAPSHOT_FORMAT}"
+        )
+    return _from_dict(Snapshot, data, "snapshot")
+
+
+def snapshot_from_json(text: str) -> Snapshot:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SnapshotFormatError(f"not JSON: {e}") from None
+    return snapshot_from_dict(data)

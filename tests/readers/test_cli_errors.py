@@ -1,0 +1,120 @@
+"""CLI behaviour without a guest: one-line errors, exit codes, atomic writes, no drgn import."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from subsecinspect.cli import parse_location, write_atomic
+from subsecinspect.errors import OptionError
+
+PY = sys.executable
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "subsecinspect", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("4660", (4660, "pfn")),
+        ("pfn:0x1234", (0x1234, "pfn")),
+        ("pfn:4660", (4660, "pfn")),
+        ("0x100000000", (0x100000000, "phys")),
+        ("phys:4096", (4096, "phys")),
+        ("0x1_0000", (0x10000, "phys")),
+    ],
+)
+def test_parse_location(text: str, want: tuple[int, str]) -> None:
+    assert parse_location(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "zz", "pfn:", "0x", "-5", "1.5"])
+def test_parse_location_rejects(text: str) -> None:
+    with pytest.raises(OptionError):
+        parse_location(text)
+
+
+def test_missing_target_exit_3(tmp_path: Path) -> None:
+    r = run("classify", str(tmp_path / "nope"))
+    assert r.returncode == 3
+    assert r.stderr.strip().splitlines() == [
+        f"subsecinspect: error: no such vmcore: {tmp_path / 'nope'}"
+    ]
+    assert r.stdout == ""
+
+
+def test_bad_location_exit_2(tmp_path: Path) -> None:
+    r = run("explain", "zz", str(tmp_path / "nope"))
+    assert r.returncode == 2
+    assert r.stderr.startswith("subsecinspect: error: bad location 'zz'")
+    assert "Traceback" not in r.stderr
+
+
+def test_json_that_is_not_a_snapshot_exit_3(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"hello": 1}))
+    r = run("classify", str(p))
+    assert r.returncode == 3
+    assert "is not a saved subsecinspect snapshot" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_vmlinux_with_snapshot_is_an_option_error(tmp_path: Path) -> None:
+    p = tmp_path / "x.json"
+    p.write_text("{}")
+    r = run("sections", str(p), "-s", "/vmlinux")
+    assert r.returncode == 2
+    assert "-s/--vmlinux does not apply" in r.stderr
+
+
+def test_no_kcore_or_not_root() -> None:
+    r = run("classify")
+    if os.path.exists("/proc/kcore") and os.geteuid() == 0:
+        pytest.skip("this host has a readable /proc/kcore: the error path cannot be shown here")
+    assert r.returncode == 3
+    assert r.stderr.startswith("subsecinspect: error: ")
+    assert ("no /proc/kcore" in r.stderr) or ("run as root" in r.stderr)
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    r = run("classify", str(tmp_path / "nope"), "--debug")
+    assert r.returncode == 3
+    assert "Traceback" in r.stderr
+    assert r.stderr.rstrip().endswith(f"subsecinspect: error: no such vmcore: {tmp_path / 'nope'}")
+
+
+def test_cli_does_not_import_drgn() -> None:
+    code = "import sys, subsecinspect.cli; print('drgn' in sys.modules)"
+    r = subprocess.run([PY, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_write_atomic_leaves_nothing_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+
+    with pytest.raises(TypeError):
+        write_atomic(str(target), 12345)  # type: ignore[arg-type]
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
+    write_atomic(str(target), "ok\n")
+    assert target.read_text() == "ok\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_write_atomic_keeps_old_file_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old\n")
+    with pytest.raises(TypeError):
+        write_atomic(str(target), None)  # type: ignore[arg-type]
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]

@@ -1,0 +1,113 @@
+"""Error paths of subsecinspect.target and the CLI that need no guest.
+
+Each case builds its bad input in tmp_path (nothing committed) and checks the
+one-line message and the documented exit code (subsecinspect.errors).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from subsecinspect.errors import DebugInfoError, TargetError
+from subsecinspect.target import elf_build_id, inspect_dump, open_target
+
+PY = sys.executable
+
+
+def _elf_core(phdrs: list[tuple[int, int, int, int]], body: int) -> bytes:
+    """A minimal ELF64 core: PT_LOAD headers (offset, paddr, filesz, memsz) and *body* bytes."""
+    ehdr = bytearray(64)
+    ehdr[0:4] = b"\x7fELF"
+    ehdr[4], ehdr[5], ehdr[6] = 2, 1, 1
+    struct.pack_into("<HHI", ehdr, 16, 4, 62, 1)  # ET_CORE, EM_X86_64
+    struct.pack_into("<Q", ehdr, 32, 64)  # e_phoff
+    struct.pack_into("<HHHHHH", ehdr, 52, 64, 56, len(phdrs), 0, 0, 0)
+    ph = b"".join(
+        struct.pack("<IIQQQQQQ", 1, 4, off, 0, pa, fs, ms, 4096) for off, pa, fs, ms in phdrs
+    )
+    return bytes(ehdr) + ph + b"\0" * body
+
+
+def test_missing_vmcore(tmp_path: Path) -> None:
+    with pytest.raises(TargetError, match="no such vmcore"):
+        open_target(str(tmp_path / "nope"))
+
+
+def test_garbage_is_not_a_vmcore(tmp_path: Path) -> None:
+    p = tmp_path / "garbage"
+    p.write_bytes(os.urandom(4096).replace(b"\x7fELF", b"xxxx"))
+    with pytest.raises(TargetError, match="not a vmcore"):
+        inspect_dump(str(p))
+
+
+def test_truncated_elf(tmp_path: Path) -> None:
+    p = tmp_path / "trunc.vmcore"
+    data = _elf_core([(4096, 0x100000, 1 << 20, 1 << 20)], body=4096)
+    p.write_bytes(data)
+    with pytest.raises(TargetError, match=r"truncated vmcore.*need 1052672 bytes"):
+        inspect_dump(str(p))
+
+
+def test_complete_elf_segments(tmp_path: Path) -> None:
+    p = tmp_path / "ok.vmcore"
+    hdr = _elf_core([(4096, 0x100000, 8192, 8192)], body=0)
+    p.write_bytes(hdr + b"\0" * (4096 + 8192 - len(hdr)))
+    d = inspect_dump(str(p))
+    assert d.format == "elf"
+    assert d.segments == ((0x100000, 0x102000),)
+    assert d.max_pfn == 0x102
+
+
+def test_flattened_kdump_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "flat.vmcore"
+    p.write_bytes(b"makedumpfile\0\0\0\0" + b"\0" * 4096)
+    with pytest.raises(TargetError, match="flattened format"):
+        inspect_dump(str(p))
+
+
+def test_truncated_kdump_header(tmp_path: Path) -> None:
+    p = tmp_path / "kdump.vmcore"
+    hdr = bytearray(4096)
+    hdr[0:8] = b"KDUMP   "
+    # status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr at offset 424
+    struct.pack_into("<iiiiI", hdr, 424, 0, 4096, 1, 16, 0x40000)
+    p.write_bytes(bytes(hdr))
+    with pytest.raises(TargetError, match=r"truncated vmcore.*73728 bytes"):
+        inspect_dump(str(p))
+
+
+def test_missing_vmlinux(tmp_path: Path) -> None:
+    # Checked before the target is opened, so any target will do.
+    with pytest.raises(DebugInfoError, match=r"vmlinux not found: .*vmlinux-missing"):
+        open_target(str(tmp_path / "core"), str(tmp_path / "vmlinux-missing"))
+
+
+def test_elf_core_without_vmcoreinfo(tmp_path: Path) -> None:
+    p = tmp_path / "core"
+    hdr = _elf_core([(4096, 0, 4096, 4096)], body=0)
+    p.write_bytes(hdr + b"\0" * (8192 - len(hdr)))
+    with pytest.raises(TargetError, match="cannot open vmcore"):
+        open_target(str(p))
+
+
+def test_build_id_of_non_elf(tmp_path: Path) -> None:
+    p = tmp_path / "x"
+    p.write_bytes(b"not elf")
+    assert elf_build_id(str(p)) is None
+
+
+def test_build_id_of_real_elf() -> None:
+    # The interpreter binary carries a GNU build ID on Debian/pyenv builds.
+    bid = elf_build_id(os.path.realpath(PY))
+    out = subprocess.run(["readelf", "-n", os.path.realpath(PY)], capture_output=True, text=True)
+    if "Build ID:" not in out.stdout:
+        assert bid is None
+    else:
+        want = out.stdout.split("Build ID:")[1].split()[0]
+        assert bid is not None and bid.hex() == want
