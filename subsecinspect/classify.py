@@ -12,14 +12,21 @@ altmap, frontier and readability boundaries. Each elementary piece is decided
 once by :func:`_decide` (the same code :func:`classify_pfn` runs for one PFN),
 and equal neighbours are merged.
 
-Decisions (for a PFN in a present, valid, consistent section):
+Decisions, in order, for one PFN:
 
-1. subsection bit clear: pgmap registered → C4 (C4b if its ref is dying);
+0. Section level: section marked ``in_flux`` → IN_FLUX; no section or not
+   SECTION_MARKED_PRESENT → HOLE (evidence names a pgmap already registered
+   there, the start of the case 4 window); !SECTION_HAS_MEM_MAP → NO_MEMMAP;
+   ``map_consistent`` false, or an early section whose subsection map is
+   unreadable → CORRUPT. A PFN claimed by two pgmaps, or lying in a pgmap's
+   xarray span but in none of its ranges (or in a pgmap the reader could not
+   read, type "UNREADABLE") → CORRUPT.
+1. Subsection bit clear: pgmap registered → C4 (C4b if its ref is dying);
    early section → EARLY_HOLE; otherwise C3.
-2. no pgmap: ONLINE section → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block
+2. No pgmap: ONLINE section → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block
    state in the evidence). ONLINE and EARLY flags never decide ZONE_DEVICE PFNs.
-3. pgmap: range 0 with a valid altmap: ``[base, base+reserve)`` → C5 (pure
-   arithmetic, even during teardown); ref dying → C4b; ``[base+reserve,
+3. Pgmap: range 0 with a valid altmap: ``[base, base+reserve)`` → C5 (pure
+   arithmetic, even during teardown); then ref dying → C4b; ``[base+reserve,
    base+reserve+free)`` → C5b if the altmap-free fingerprint says "lru_self",
    C4 if it says "other"; data pages ``[pfn_first, end)`` → C2 below the
    initialised frontier, C4 from it on.
@@ -27,13 +34,26 @@ Decisions (for a PFN in a present, valid, consistent section):
    3 that depend on struct page contents (C2, C4-by-frontier, C5b; see
    :data:`~subsecinspect.pageclass.MEMMAP_DEPENDENT`) when the reader marked that
    PFN's struct page unreadable / not captured; the evidence key
-   ``lifecycle_class`` says what ``nr_range`` alone implies.
+   ``lifecycle_class`` says what ``nr_range`` alone implies (C2 or C5b for a
+   complete range, C4 for the range in progress, "unknown" before v5.10).
+   C5, C4b, C3, C1 and the RAM/hole classes never depend on the memmap.
 
 The "frontier" of a range is ``RangeMemmap.frontier_pfn``; if the reader gave
 none, the lowest failing sample in the data pages (or the range end if samples
-exist and all pass). ``nr_range`` decides the lifecycle on ≥ v5.10 (range index
-< nr_range: complete; otherwise in progress); before that only the fingerprint
-does (confidence ``fingerprint_only``).
+exist and all pass). ``nr_range`` decides the lifecycle on >= v5.10 (range
+index < nr_range: complete; otherwise in progress); before that only the
+fingerprint does. Confidence of the memmap-dependent classes:
+
+================  ==========================  ============================
+lifecycle         fingerprint evidence        result
+================  ==========================  ============================
+complete          none / pass                 C2, C5b (no confidence)
+complete          fails from the frontier on  C4 ``disputed``
+in progress       frontier known              C2 | C4 ``fingerprint``
+in progress       none                        C4 ``unverified``
+no nr_range       frontier known              C2 | C4 ``fingerprint_only``
+no nr_range       none                        C2, C5b ``unverified``
+================  ==========================  ============================
 """
 
 from __future__ import annotations
@@ -54,6 +74,8 @@ from subsecinspect.snapindex import SnapshotIndex
 from subsecinspect.snapshot import DevPagemap, MemmapStatus, PgmapRange, Section, Snapshot
 
 __all__ = (
+    "ClassRange",
+    "Classification",
     "Confidence",
     "PageClass",
     "classify",
@@ -272,9 +294,11 @@ def _decide(ix: SnapshotIndex, pfn: int) -> _Decision:
                 evidence_items(reason="PFN claimed by more than one dev_pagemap", pgmap=pgs),
                 None)
     if hit is not None and hit.claims[0][1] is None:
-        return (PageClass.CORRUPT,
-                evidence_items(reason="pgmap_array entry outside the pgmap's ranges",
-                               pgmap=f"{hit.claims[0][0].address:#x}"), None)
+        pg = hit.claims[0][0]
+        # Readers mark a dev_pagemap they could not read as type "UNREADABLE", no ranges.
+        reason = ("dev_pagemap unreadable" if pg.type == "UNREADABLE"
+                  else "pgmap_array entry outside the pgmap's ranges")
+        return (PageClass.CORRUPT, evidence_items(reason=reason, pgmap=f"{pg.address:#x}"), None)
     if not ix.subsection_bit(sec, pfn):
         return _decide_unpopulated(ix, sec, pfn)
     if hit is None:

@@ -170,6 +170,8 @@ def kernel_answers(
     ok, note = _judge_page(online, cls)
     if online and cls is PageClass.EARLY_HOLE:
         ok, note = False, "reports a reserved non-RAM page as online"
+    elif online and cls in (PageClass.C2_DEV_VALID, PageClass.C5b_DEV_ALTMAP_MEMMAP):
+        ok, note = None, "reports a ZONE_DEVICE page as online (collision section)"
     which = "pfn_to_online_page (>= v5.12)" if new else "pfn_to_online_page (v5.3-v5.11 macro)"
     out.append(PredicateAnswer(which, "page" if online else "NULL", ok, note))
     pg = get_dev_pagemap(snapshot, pfn, ix)
@@ -187,7 +189,8 @@ def kernel_answers(
                 ok = cls is PageClass.C2_DEV_VALID
                 note = "" if ok else "says valid, memmap not initialised"
             else:
-                ok, note = cls is not PageClass.C2_DEV_VALID, ""
+                ok = cls is not PageClass.C2_DEV_VALID
+                note = "" if ok else "says invalid although the memmap is initialised"
             out.append(PredicateAnswer("pgmap_pfn_valid", "true" if v else "false", ok, note))
         else:
             out.append(PredicateAnswer("pgmap_pfn_valid", "n/a", None, "absent before v5.12"))

@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 from subsecinspect.errors import DebugInfoError, TargetError
 from subsecinspect.snapshot import TargetInfo
+
+if TYPE_CHECKING:
+    import drgn
 
 __all__ = (
     "KCORE",
@@ -42,7 +46,7 @@ class DumpFile:
     max_pfn: int | None = None
 
 
-def _elf_phdrs(f, size: int) -> list[tuple[int, int, int, int, int, int]]:
+def _elf_phdrs(f: BinaryIO, size: int) -> list[tuple[int, int, int, int, int, int]]:
     """``(p_type, p_offset, p_vaddr, p_paddr, p_filesz, p_memsz)`` of an ELF64 LE file."""
     hdr = f.read(64)
     if len(hdr) < 64 or hdr[4] != 2 or hdr[5] != 1:
@@ -159,7 +163,7 @@ def elf_build_id(path: str) -> bytes | None:
     return None
 
 
-def _release_check(prog, vmlinux: str | None) -> None:
+def _release_check(prog: drgn.Program, vmlinux: str | None) -> None:
     """VMCOREINFO OSRELEASE must equal ``init_uts_ns`` read at the vmlinux's address."""
     import drgn
 
@@ -178,7 +182,7 @@ def _release_check(prog, vmlinux: str | None) -> None:
         )
 
 
-def _load_debug_info(prog, vmlinux: str | None) -> None:
+def _load_debug_info(prog: drgn.Program, vmlinux: str | None) -> None:
     import drgn
 
     if vmlinux is not None and not os.path.isfile(vmlinux):
@@ -224,7 +228,9 @@ def _load_debug_info(prog, vmlinux: str | None) -> None:
     _release_check(prog, vmlinux)
 
 
-def open_target(target: str | None, vmlinux: str | None = None):
+def open_target(
+    target: str | None, vmlinux: str | None = None
+) -> tuple[drgn.Program, TargetInfo]:
     """Open *target* (default /proc/kcore) and load debug info.
 
     :return: ``(drgn.Program, TargetInfo)``

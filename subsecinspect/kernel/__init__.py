@@ -19,7 +19,11 @@ from drgn import Program
 from subsecinspect.kernel.features import build_kernel_info
 from subsecinspect.kernel.memmap import read_range_memmaps
 from subsecinspect.kernel.memory_blocks import read_memory_blocks
-from subsecinspect.kernel.nodes import read_zones, validate_page_flags_layout
+from subsecinspect.kernel.nodes import (
+    check_zones_against_sections,
+    read_zones,
+    validate_page_flags_layout,
+)
 from subsecinspect.kernel.pagemap import PERCPU_REF_DEAD, pgmap_live_state, read_pgmaps
 from subsecinspect.kernel.pages import PageReader
 from subsecinspect.kernel.sections import changed_sections, read_sections
@@ -78,10 +82,17 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
     reader = PageReader(prog, ki)
     sections, w = read_sections(prog, ki)
     warnings += w
-    pgmaps, w = read_pgmaps(prog, ki) if ki.zone_device is not None else ([], [])
+    pgmaps, w, xa_damaged = read_pgmaps(prog, ki) if ki.zone_device is not None else ([], [], 0)
     warnings += w
+    if xa_damaged:
+        warnings.append(
+            "pgmap_array is damaged: ZONE_DEVICE ranges may be missing, so present sections "
+            "that are not online cannot be told from offline RAM; if this is a kdump, take it "
+            "with makedumpfile -d 23 (or -d 0), which keeps slab pages"
+        )
     zones, w = read_zones(prog, ki)
     warnings += w
+    warnings += check_zones_against_sections(ki, zones, sections)
     overrides, w = validate_page_flags_layout(reader, zones, sections, pgmaps)
     warnings += w
     if overrides:
@@ -98,6 +109,7 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
         ("struct_pages_read", reader.pages_read),
         ("sections", len(sections)),
         ("pgmaps", len(pgmaps)),
+        ("pgmap_array_unreadable_nodes", xa_damaged),
         ("read_ms", int((time.monotonic() - t0) * 1000)),
     )
     return Snapshot(

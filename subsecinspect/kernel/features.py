@@ -268,9 +268,11 @@ def build_kernel_info(prog: Program, **overrides: Any) -> KernelInfo:
     mpb = constant(prog, "MAX_PHYSMEM_BITS")
     if ssb is None or mpb is None:
         raise UnsupportedKernelError("SECTION_SIZE_BITS/MAX_PHYSMEM_BITS missing from VMCOREINFO")
+    nr_mem_sections = 1 << (mpb - ssb)
     highest = constant(prog, "__highest_present_section_nr")
-    if highest is None:
-        highest = (1 << (mpb - ssb)) - 1
+    if highest is None or not 0 <= highest < nr_mem_sections:
+        # Absent before v4.13 (c4e1be9ec113); out of range only in a damaged dump.
+        highest = nr_mem_sections - 1
     zones_pgshift, zones_width, nodes_pgshift, nodes_width = page_flags_layout(prog)
     page = prog.type("struct page")
     nr_zones = enum_value(prog, "__MAX_NR_ZONES") or 1

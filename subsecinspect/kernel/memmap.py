@@ -147,7 +147,12 @@ def _data_first_pfn(pg: DevPagemap, r: PgmapRange) -> int:
 def _frontier(
     passes: Callable[[int], bool], first: int, end: int, step: int, spans: list[Span]
 ) -> int | None:
-    """First failing PFN on the step grid, searching only readable spans in order."""
+    """First failing PFN, searching only readable spans in order.
+
+    Compound ranges are searched on the head grid (``step = 1 << vmemmap_shift``) and
+    then page by page inside the compound page before the failing head, because
+    memmap_init_compound() initialises a compound page's tails after its head.
+    """
     readable = [(max(a, first), b) for a, b, st in spans if st is MemmapStatus.READ and b > first]
     if not readable:
         return None
@@ -156,9 +161,17 @@ def _frontier(
         if grid_a >= b:
             continue
         grid_last = first + (b - 1 - first) // step * step
+        if not passes(grid_a):
+            return grid_a
         if passes(grid_last):
+            # The tail of the last compound page in this span.
+            if step > 1 and not passes(b - 1):
+                return find_frontier(grid_last + 1, b, passes)
             continue
-        return find_frontier(grid_a, grid_last + 1, passes, step)
+        f = find_frontier(grid_a + step, grid_last + 1, passes, step)
+        if step > 1 and f > grid_a:
+            return find_frontier(f - step + 1, f, passes)
+        return f
     return end
 
 

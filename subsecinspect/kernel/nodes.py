@@ -16,6 +16,7 @@ from subsecinspect.kernel.pages import PageReader
 from subsecinspect.snapshot import DevPagemap, KernelInfo, Section, ZoneSpan
 
 __all__ = (
+    "check_zones_against_sections",
     "read_zones",
     "validate_page_flags_layout",
 )
@@ -141,3 +142,27 @@ def validate_page_flags_layout(
             "(the fingerprint relies on the pgmap pointer alone)"
         ],
     )
+
+
+def check_zones_against_sections(
+    ki: KernelInfo, zones: list[ZoneSpan], sections: list[Section]
+) -> list[str]:
+    """Warn when a zone has present pages but no present section lies in its span.
+
+    Boot RAM is always in present sections (memblocks_present()); a zone without
+    any means the ``mem_section`` data this snapshot read is damaged (zeroed roots).
+    """
+    present = sorted(s.section_nr for s in sections if s.present)
+    warnings = []
+    for z in zones:
+        if z.present_pages <= 0 or z.zone_idx == ki.zone_device:
+            continue
+        lo = z.start_pfn >> ki.pfn_section_shift
+        hi = (z.end_pfn - 1) >> ki.pfn_section_shift
+        i = bisect.bisect_left(present, lo)
+        if i == len(present) or present[i] > hi:
+            warnings.append(
+                f"zone {z.zone} of node {z.nid} has {z.present_pages} present pages but no "
+                f"present section in sections {lo}-{hi}: mem_section data look damaged"
+            )
+    return warnings

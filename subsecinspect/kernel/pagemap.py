@@ -68,7 +68,14 @@ def xa_spans(
             spans.append((0, 0, head))
         return spans, warnings
 
-    def walk(node: int, base: int) -> Iterator[tuple[int, int, int]]:
+    seen: set[int] = set()
+    chunk_shift = nslots.bit_length() - 1  # XA_CHUNK_SHIFT
+
+    def walk(node: int, base: int, parent_shift: int) -> Iterator[tuple[int, int, int]]:
+        if node in seen:
+            warnings.append(f"pgmap_array node {node:#x} is reached twice (damaged xarray)")
+            return
+        seen.add(node)
         try:
             data = prog.read(node, node_size)
         except drgn.FaultError as e:
@@ -78,6 +85,13 @@ def xa_spans(
             )
             return
         shift = data[off_shift]
+        # XA_CHUNK_SHIFT steps downwards from the root; anything else is garbage.
+        if shift >= parent_shift or shift % chunk_shift != 0:
+            warnings.append(
+                f"pgmap_array node {node:#x} has shift {shift} under {parent_shift} (damaged); "
+                "ZONE_DEVICE ranges under it are missing"
+            )
+            return
         slots = struct.unpack_from(f"<{nslots}Q", data, off_slots)
         step = 1 << shift
         i = 0
@@ -85,7 +99,7 @@ def xa_spans(
             v = slots[i]
             index = base + i * step
             if _is_node(v):
-                yield from walk(v - 2, index)
+                yield from walk(v - 2, index, shift)
                 i += 1
                 continue
             if v == 0 or _is_sibling(v) or v in (_XA_ZERO_ENTRY, _XA_RETRY_ENTRY):
@@ -97,7 +111,7 @@ def xa_spans(
             yield index, base + j * step - 1, v
             i = j
 
-    spans.extend(walk(head - 2, 0))
+    spans.extend(walk(head - 2, 0, 64 + chunk_shift))
     spans.sort()
     return spans, warnings
 
@@ -110,6 +124,16 @@ def _merge(spans: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
         else:
             out.append((a, b))
     return tuple(out)
+
+
+class _Damaged(Exception):
+    """A dev_pagemap field has a value the kernel never writes (garbage or a freed object)."""
+
+
+#: memremap_pages() callers pass a handful of ranges (dax: 1, device-private: a few).
+_MAX_NR_RANGE = 1024
+#: vmemmap_shift is a compound order: at most PUD order.
+_MAX_VMEMMAP_SHIFT = 18
 
 
 def _ref_count_ptr(pgmap: Object) -> int:
@@ -172,9 +196,16 @@ def _ranges(
         start, end = _range_pfns(ki, pgmap.res)
         return -1, (PgmapRange(0, start, end, complete=False),)
     nr_range = pgmap.nr_range.value_()
+    if not 0 <= nr_range <= _MAX_NR_RANGE:
+        raise _Damaged(f"nr_range is {nr_range}")
+    max_pfn = 1 << (ki.max_physmem_bits - ki.page_shift)
     out: list[PgmapRange] = []
-    for i in range(max(nr_range, 0)):
+    for i in range(nr_range):
         start, end = _range_pfns(ki, _range_at(pgmap, address, i))
+        if not start < end <= max_pfn:
+            raise _Damaged(f"ranges[{i}] is [{start:#x}, {end:#x})")
+        if spans and not any(a < end and b >= start for a, b in spans):
+            raise _Damaged(f"ranges[{i}] [{start:#x}, {end:#x}) is not in pgmap_array")
         out.append(PgmapRange(i, start, end, complete=True))
     # memremap_pages() counts nr_range up as ranges complete (0 during the
     # first pagemap_range()); xa_store_range() already happened for range
@@ -186,21 +217,31 @@ def _ranges(
     ]
     if uncovered and nr_range >= 0:
         start, end = _range_pfns(ki, _range_at(pgmap, address, nr_range))
-        if any(a < end and b >= start for a, b in uncovered):
+        if start < end <= max_pfn and any(a < end and b >= start for a, b in uncovered):
             out.append(PgmapRange(nr_range, start, end, complete=False))
+    # pgmap_array only ever holds this pgmap over its own ranges (pagemap_range()
+    # stores ranges[i] before the memmap is set up): anything else is damage.
+    stray = [
+        (a, b) for a, b in spans if not any(r.start_pfn <= a and b < r.end_pfn for r in out)
+    ]
+    if stray:
+        a, b = stray[0]
+        raise _Damaged(f"pgmap_array maps [{a:#x}, {b + 1:#x}) to it, outside its ranges")
     return nr_range, tuple(out)
 
 
-def read_pgmaps(prog: Program, ki: KernelInfo) -> tuple[list[DevPagemap], list[str]]:
+def read_pgmaps(prog: Program, ki: KernelInfo) -> tuple[list[DevPagemap], list[str], int]:
     """Every ``struct dev_pagemap`` reachable from ``pgmap_array``.
 
-    :return: (pgmaps sorted by first PFN, warnings)
+    :return: (pgmaps sorted by first PFN, warnings, number of unreadable xarray
+        nodes or root: ZONE_DEVICE ranges may be missing when it is not 0)
     """
     try:
         xa = prog["pgmap_array"].address_of_().value_()
     except (KeyError, LookupError):
-        return [], []
+        return [], [], 0
     raw, warnings = xa_spans(prog, xa)
+    damaged = len(warnings)
     by_ptr: dict[int, list[tuple[int, int]]] = {}
     for a, b, v in raw:
         by_ptr.setdefault(v, []).append((a, b))
@@ -211,6 +252,9 @@ def read_pgmaps(prog: Program, ki: KernelInfo) -> tuple[list[DevPagemap], list[s
         try:
             pg = Object(prog, "struct dev_pagemap *", ptr)[0].read_()
             nr_range, ranges = _ranges(ki, pg, ptr, spans)
+            shift = pg.vmemmap_shift.value_() if pg.type_.has_member("vmemmap_shift") else 0
+            if shift > _MAX_VMEMMAP_SHIFT:
+                raise _Damaged(f"vmemmap_shift is {shift}")
             tval = pg.type.value_()
             pgmaps.append(
                 DevPagemap(
@@ -220,17 +264,16 @@ def read_pgmaps(prog: Program, ki: KernelInfo) -> tuple[list[DevPagemap], list[s
                     nr_range=nr_range,
                     ranges=ranges,
                     altmap=_altmap(pg),
-                    vmemmap_shift=(
-                        pg.vmemmap_shift.value_() if pg.type_.has_member("vmemmap_shift") else 0
-                    ),
+                    vmemmap_shift=shift,
                     ref_dying=bool(_ref_count_ptr(pg) & PERCPU_REF_DEAD),
                     xa_spans=spans,
                 )
             )
-        except drgn.FaultError as e:
+        except (drgn.FaultError, _Damaged) as e:
+            what = "is damaged" if isinstance(e, _Damaged) else "is unreadable"
             warnings.append(
                 f"dev_pagemap at {ptr:#x} (pgmap_array PFNs {spans[0][0]:#x}-{spans[-1][1]:#x}) "
-                f"is unreadable: {e}"
+                f"{what}: {e}"
             )
             pgmaps.append(
                 DevPagemap(
@@ -239,7 +282,7 @@ def read_pgmaps(prog: Program, ki: KernelInfo) -> tuple[list[DevPagemap], list[s
                 )
             )
     pgmaps.sort(key=lambda p: p.xa_spans[0][0] if p.xa_spans else 0)
-    return pgmaps, warnings
+    return pgmaps, warnings, damaged
 
 
 def pgmap_live_state(prog: Program, address: int) -> tuple[int, int] | None:

@@ -102,7 +102,10 @@ def candidate(d: Path, pkg: str, suite: str) -> str:
 def _newest(d: Path, glob: str) -> str:
     """``name=version`` of the newest package matching ``glob``, or ``(none)``."""
     rx = "^" + glob.split("*")[0].replace(".", "\\.").replace("+", "\\+")
-    names = [ln.split(" - ")[0] for ln in _apt(d, ["apt-cache", "search", "--names-only", rx]).stdout.splitlines()]
+    names = [
+        ln.split(" - ")[0]
+        for ln in _apt(d, ["apt-cache", "search", "--names-only", rx]).stdout.splitlines()
+    ]
     names = [n for n in names if fnmatch.fnmatchcase(n, glob)]
     if not names:
         return "(none)"
@@ -121,8 +124,11 @@ def _diagnose(d: Path, wanted: Sequence[tuple[str, str]], current_glob: str, ker
         if ver not in have:
             cur = _newest(d, current_glob) if current_glob else (have[0] if have else "(none)")
             listed = ", ".join(have) or "nothing"
-            return (f"kernel {kernel_id}: pinned {pkg}={ver} is not in the archive (it lists {listed}); "
-                    f"current: {cur}; update vm-images/kernels.toml")  # fmt: skip
+            return (
+                f"kernel {kernel_id}: pinned {pkg}={ver} is not in the archive "
+                f"(it lists {listed}); "
+                f"current: {cur}; update vm-images/kernels.toml"
+            )
     return ""
 
 

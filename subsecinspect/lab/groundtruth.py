@@ -96,8 +96,15 @@ def build(kernel_id: str, force: bool = False) -> Path:
         if json.loads(stamp.read_text()).get("key") == key:
             return ko
     chroot = cache_dir() / "kmod" / f"chroot-{suite}"
-    cmd = [str(KMOD_SRC / "build.sh"), str(chroot), suite, k.kver, str(ko.parent), "--",
-           *_sources(k.suite)]
+    cmd = [
+        str(KMOD_SRC / "build.sh"),
+        str(chroot),
+        suite,
+        k.kver,
+        str(ko.parent),
+        "--",
+        *_sources(k.suite),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not ko.exists():
         tail = "\n".join(proc.stderr.splitlines()[-15:])
@@ -109,10 +116,13 @@ def build(kernel_id: str, force: bool = False) -> Path:
 def load(vm: _VM, ko: Path) -> str:
     """Copy ``ko`` into the guest and insert it; returns the module's header line."""
     vm.put(ko, _GUEST_KO)
-    res = vm.run(f"rmmod subsec_gt 2>/dev/null; insmod {_GUEST_KO} && head -1 {_DEBUGFS}",
-                 timeout=60)
+    res = vm.run(
+        f"rmmod subsec_gt 2>/dev/null; insmod {_GUEST_KO} && head -1 {_DEBUGFS}", timeout=60
+    )
     if res.rc != 0:
-        raise GroundTruthError(f"insmod subsec_gt.ko failed (rc={res.rc}): {res.stdout}{res.stderr}")
+        raise GroundTruthError(
+            f"insmod subsec_gt.ko failed (rc={res.rc}): {res.stdout}{res.stderr}"
+        )
     return str(res.stdout).strip()
 
 
@@ -131,11 +141,19 @@ def parse(text: str) -> list[GroundTruth]:
         if not line.startswith("pfn="):
             continue
         f = dict(kv.split("=", 1) for kv in line.split())
-        out.append(GroundTruth(
-            pfn=int(f["pfn"], 16), pfn_valid=f["valid"] == "1", online=f["online"] == "1",
-            pgmap=_opt_int(f["pgmap"]), pgmap_pfn_valid=_opt_bool(f["pgmap_pfn_valid"]),
-            zone=None if f["zone"] == "-" else f["zone"], zone_idx=_opt_int(f["zone_idx"], 10),
-            nid=_opt_int(f["nid"], 10), page_pgmap=_opt_int(f["page_pgmap"])))
+        out.append(
+            GroundTruth(
+                pfn=int(f["pfn"], 16),
+                pfn_valid=f["valid"] == "1",
+                online=f["online"] == "1",
+                pgmap=_opt_int(f["pgmap"]),
+                pgmap_pfn_valid=_opt_bool(f["pgmap_pfn_valid"]),
+                zone=None if f["zone"] == "-" else f["zone"],
+                zone_idx=_opt_int(f["zone_idx"], 10),
+                nid=_opt_int(f["nid"], 10),
+                page_pgmap=_opt_int(f["page_pgmap"]),
+            )
+        )
     return out
 
 

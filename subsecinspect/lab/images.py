@@ -59,9 +59,20 @@ GUEST_DIR = KERNELS_TOML.parent / "guest"
 KERNEL_RECIPE = 1
 #: Debian packages of the shared root, on top of debootstrap's minbase.
 ROOTFS_PACKAGES = (
-    "python3", "ndctl", "daxctl", "python3-bpfcc", "bpfcc-tools", "bpftrace", "kmod",
-    "procps", "kexec-tools", "makedumpfile", "util-linux", "e2fsprogs", "iproute2",
-)  # fmt: skip
+    "python3",
+    "ndctl",
+    "daxctl",
+    "python3-bpfcc",
+    "bpfcc-tools",
+    "bpftrace",
+    "kmod",
+    "procps",
+    "kexec-tools",
+    "makedumpfile",
+    "util-linux",
+    "e2fsprogs",
+    "iproute2",
+)
 #: PyPI requirements installed into the root (``pip --target``): drgn is the pinned one.
 WHEELS = ("drgn==0.3.0", "rich==15.0.0", "typer==0.29.2")
 _WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64")
@@ -174,8 +185,23 @@ def _mkfs(src: Path, img: Path, label: str) -> None:
     used = int(_run(["du", "-sm", src]).stdout.split()[0])
     size = used + used // 5 + 64
     img.unlink(missing_ok=True)
-    _run(["mkfs.ext4", "-q", "-F", "-L", label, "-m", "0", "-O", "^has_journal",
-          "-d", src, img, f"{size}M"])  # fmt: skip
+    _run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-L",
+            label,
+            "-m",
+            "0",
+            "-O",
+            "^has_journal",
+            "-d",
+            src,
+            img,
+            f"{size}M",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -186,12 +212,22 @@ def _kernel_key(k: Kernel, schema: int) -> str:
 
 
 def _initramfs_key(k: Kernel, bb_version: str) -> str:
-    return _sha(k.kver, bb_version, GUEST_DIR / "initramfs-init.sh", GUEST_DIR / "init.sh")
+    return _sha(
+        k.kver,
+        bb_version,
+        GUEST_DIR / "initramfs-init.sh",
+        GUEST_DIR / "init.sh",
+        GUEST_DIR / "shell-server.py",
+    )
 
 
 def _common_headers_dir(src: Path, kver: str) -> Path:
     """The ``linux-headers-*-common`` directory (where include/linux/kconfig.h lives)."""
-    dirs = [d for d in src.iterdir() if d.name.startswith("linux-headers-") and d.name.endswith("-common")]
+    dirs = [
+        d
+        for d in src.iterdir()
+        if d.name.startswith("linux-headers-") and d.name.endswith("-common")
+    ]
     if len(dirs) != 1:
         raise BuildError(f"{kver}: expected one linux-headers-*-common dir, found {dirs}")
     return dirs[0]
@@ -211,8 +247,13 @@ def build_kernel(k: Kernel, schema: int, force: bool = False) -> None:
         d.mkdir(parents=True)
     t0 = time.monotonic()
     with _step(f"[{k.id}] apt-get download {len(k.packages)} packages"):
-        files = apt.download(cache_dir() / "apt", [(p, k.version) for p in k.packages], debs,
-                             current_glob=k.current_glob, kernel_id=k.id)  # fmt: skip
+        files = apt.download(
+            cache_dir() / "apt",
+            [(p, k.version) for p in k.packages],
+            debs,
+            current_glob=k.current_glob,
+            kernel_id=k.id,
+        )
     with _step(f"[{k.id}] unpack image + depmod"):
         for p in k.image:
             _run(["dpkg-deb", "-x", files[p], tree])
@@ -236,8 +277,15 @@ def build_kernel(k: Kernel, schema: int, force: bool = False) -> None:
             _run(["dpkg-deb", "-x", files[p], hdr])
             files[p].unlink()
     with _step(f"[{k.id}] initramfs modules"):
-        _run([GUEST_DIR / "build-initramfs-modules.sh", tree, k.kver, out / "initramfs-modules",
-              *k.initramfs_modules])  # fmt: skip
+        _run(
+            [
+                GUEST_DIR / "build-initramfs-modules.sh",
+                tree,
+                k.kver,
+                out / "initramfs-modules",
+                *k.initramfs_modules,
+            ]
+        )
     with _step(f"[{k.id}] kernel.img"):
         # Guest view: /lib/modules/<kver>, /usr/src/linux-headers-*, the vmlinux where drgn
         # looks by default; bcc needs both build (flavour) and source (-common) links.
@@ -301,7 +349,9 @@ def build_initramfs(k: Kernel, force: bool = False) -> None:
         (root / "modules" / "modules.order").rename(root / "modules.order")
         shutil.copy2(GUEST_DIR / "initramfs-init.sh", root / "init")
         shutil.copy2(GUEST_DIR / "init.sh", root / "lab-init.sh")
-        cmd = "find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -9 > ../initramfs.cpio.gz"
+        shutil.copy2(GUEST_DIR / "shell-server.py", root / "lab-shell.py")
+        cpio = "find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -9"
+        cmd = f"{cpio} > '{tmp / 'initramfs.cpio.gz'}'"
         _run(["bash", "-o", "pipefail", "-c", cmd], cwd=root)
         (tmp / "initramfs.cpio.gz").rename(p.initramfs)
         stamp.write_text(key)
@@ -320,8 +370,24 @@ def _wheels() -> Path:
     d.mkdir(parents=True)
     plat = [a for p in _WHEEL_PLATFORMS for a in ("--platform", p)]
     with _step("pip download wheels"):
-        _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
-              "--python-version", "3.11", "--implementation", "cp", *plat, "-d", d, *WHEELS])  # fmt: skip
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                *plat,
+                "-d",
+                d,
+                *WHEELS,
+            ]
+        )
     (d / "done").touch()
     return d
 
@@ -341,8 +407,17 @@ def build_rootfs(force: bool = False) -> None:
     out.mkdir(parents=True)
     t0 = time.monotonic()
     with _step("rootfs total"):
-        p = subprocess.run([str(script), str(tmp), str(out / "rootfs.img"), str(wheels),
-                            ",".join(ROOTFS_PACKAGES), " ".join(WHEELS)], text=True)  # fmt: skip
+        p = subprocess.run(
+            [
+                str(script),
+                str(tmp),
+                str(out / "rootfs.img"),
+                str(wheels),
+                ",".join(ROOTFS_PACKAGES),
+                " ".join(WHEELS),
+            ],
+            text=True,
+        )
         if p.returncode != 0:
             raise BuildError(f"build-rootfs.sh failed (rc {p.returncode}); log in {tmp}")
     (tmp / "packages.txt").rename(out / "packages.txt")
@@ -391,11 +466,16 @@ def clean() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``build [--kernel ID ...] [--force]``, ``paths ID``, ``clean``."""
-    ap = argparse.ArgumentParser(prog="python -m subsecinspect.lab.images", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        prog="python -m subsecinspect.lab.images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build what is missing (idempotent)")
-    b.add_argument("--kernel", action="append", default=[], metavar="ID", help="kernel id (repeatable)")
+    b.add_argument(
+        "--kernel", action="append", default=[], metavar="ID", help="kernel id (repeatable)"
+    )
     b.add_argument("--force", action="store_true", help="rebuild even if the stamps match")
     b.add_argument("--no-rootfs", action="store_true", help="skip the shared root image")
     pa = sub.add_parser("paths", help="print the cache paths of a kernel as JSON")

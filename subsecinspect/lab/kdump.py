@@ -115,8 +115,11 @@ def make_dump_disk(path: Path, vmlinuz: Path, initramfs: Path, size: int = 2 << 
             (stage / name).write_bytes(Path(src).read_bytes())
         with path.open("wb") as f:
             f.truncate(size)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", DUMP_DISK_LABEL, "-d", str(stage),
-                        str(path)], check=True, capture_output=True)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-L", DUMP_DISK_LABEL, "-d", str(stage), str(path)],
+            check=True,
+            capture_output=True,
+        )
     finally:
         subprocess.run(["rm", "-rf", str(stage)], check=True)
     return path
@@ -127,7 +130,7 @@ def capture_script(levels: Sequence[MakedumpfileLevel] = DEFAULT_LEVELS) -> str:
     lines = [
         "set -u",
         f"mkdir -p {_GUEST_MNT}",
-        f"mount \"$(blkid -L {DUMP_DISK_LABEL})\" {_GUEST_MNT} || exit 90",
+        f'mount "$(blkid -L {DUMP_DISK_LABEL})" {_GUEST_MNT} || exit 90',
         "rc=0",
     ]
     for lv in levels:
@@ -137,32 +140,49 @@ def capture_script(levels: Sequence[MakedumpfileLevel] = DEFAULT_LEVELS) -> str:
             "t0=$(cut -d' ' -f1 /proc/uptime)",
             f"makedumpfile {opts} /proc/vmcore {out}; r=$?; [ $r -eq 0 ] || rc=$r",
             f"echo \"@@LEVEL {lv.name} rc=$r t0=$t0 t1=$(cut -d' ' -f1 /proc/uptime) "
-            f"size=$(stat -c %s {out} 2>/dev/null)@@\"",
+            f'size=$(stat -c %s {out} 2>/dev/null)@@"',
         ]
     lines += ["sync", f"umount {_GUEST_MNT}", "exit $rc"]
     return "\n".join(lines) + "\n"
 
 
 def _capture_append(cmdline: str) -> str:
-    """The capture kernel's command line: the running one without crashkernel=/lab.* plus kdump's."""
-    keep = [a for a in cmdline.split() if not a.startswith(("crashkernel=", "lab.capture="))
-            and a not in ("quiet",)]
-    return " ".join([*keep, "irqpoll", "nr_cpus=1", "reset_devices", "panic=-1",
-                     f"lab.capture={_GUEST_CAPTURE}"])
+    """The capture command line: the running one minus crashkernel=/lab.capture=, plus kdump's."""
+    keep = [
+        a
+        for a in cmdline.split()
+        if not a.startswith(("crashkernel=", "lab.capture=")) and a not in ("quiet",)
+    ]
+    return " ".join(
+        [
+            *keep,
+            "irqpoll",
+            "nr_cpus=1",
+            "reset_devices",
+            "panic=-1",
+            f"lab.capture={_GUEST_CAPTURE}",
+        ]
+    )
 
 
 def debugfs_read(disk: Path, name: str, out: Path) -> Path:
     """Copy ``/name`` out of the ext4 image ``disk`` with ``debugfs -R dump`` (no mount)."""
     out.unlink(missing_ok=True)
-    subprocess.run(["debugfs", "-R", f"dump /{name} {out}", str(disk)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["debugfs", "-R", f"dump /{name} {out}", str(disk)], check=True, capture_output=True
+    )
     if not out.exists() or out.stat().st_size == 0:
         raise DumpError(f"{name} is missing or empty on {disk}")
     return out
 
 
-def kdump(vm: Any, disk: Path, outdir: Path,
-          levels: Sequence[MakedumpfileLevel] = DEFAULT_LEVELS, timeout: float = 900) -> KdumpResult:
+def kdump(
+    vm: Any,
+    disk: Path,
+    outdir: Path,
+    levels: Sequence[MakedumpfileLevel] = DEFAULT_LEVELS,
+    timeout: float = 900,
+) -> KdumpResult:
     """Crash a started guest and collect the capture kernel's makedumpfile output.
 
     The guest must have been booted with :data:`CRASHKERNEL` and ``disk`` (from
@@ -176,11 +196,13 @@ def kdump(vm: Any, disk: Path, outdir: Path,
     if int(size) == 0:
         raise DumpError(f"no crashkernel reservation (boot with {CRASHKERNEL})")
     script = capture_script(levels)
-    load = (f"set -e; cat > {_GUEST_CAPTURE} <<'LABEOF'\n{script}LABEOF\n"
-            f"mkdir -p {_GUEST_MNT}; mount \"$(blkid -L {DUMP_DISK_LABEL})\" {_GUEST_MNT}\n"
-            f"kexec -p {_GUEST_MNT}/vmlinuz --initrd={_GUEST_MNT}/initramfs "
-            f"--append={shlex.quote(_capture_append(cmdline.strip()))}\n"
-            f"umount {_GUEST_MNT}; sync; cat /sys/kernel/kexec_crash_loaded")
+    load = (
+        f"set -e; cat > {_GUEST_CAPTURE} <<'LABEOF'\n{script}LABEOF\n"
+        f'mkdir -p {_GUEST_MNT}; mount "$(blkid -L {DUMP_DISK_LABEL})" {_GUEST_MNT}\n'
+        f"kexec -p {_GUEST_MNT}/vmlinuz --initrd={_GUEST_MNT}/initramfs "
+        f"--append={shlex.quote(_capture_append(cmdline.strip()))}\n"
+        f"umount {_GUEST_MNT}; sync; cat /sys/kernel/kexec_crash_loaded"
+    )
     res = vm.run(load, timeout=120)
     if res.rc != 0 or str(res.stdout).strip() != "1":
         raise DumpError(f"kexec -p failed (rc={res.rc}): {res.stdout}{res.stderr}")

@@ -119,7 +119,9 @@ def _kernel(table: dict[str, Any]) -> Kernel:
 def _check(k: Kernel) -> None:
     """Cross-field consistency: every path and package must name this kernel's kver."""
     if k.module_compression not in _COMPRESSIONS:
-        raise MatrixError(f"kernel {k.id}: module_compression must be one of {sorted(_COMPRESSIONS)}")
+        raise MatrixError(
+            f"kernel {k.id}: module_compression must be one of {sorted(_COMPRESSIONS)}"
+        )
     if not k.image or not k.headers:
         raise MatrixError(f"kernel {k.id}: image and headers must not be empty")
     for f in ("dbg_vmlinux", "vmlinuz", "modules_dir", "dbg"):

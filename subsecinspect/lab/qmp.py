@@ -84,10 +84,18 @@ def qmp_execute(path: Path | str, cmd: str, timeout: float = 60.0, **args: Any) 
         conn.close()
 
 
-def dump_guest_memory(path: Path | str, out: Path | str, fmt: str = "elf", timeout: float = 300.0) -> None:
+def dump_guest_memory(
+    path: Path | str, out: Path | str, fmt: str = "elf", timeout: float = 300.0
+) -> None:
     """``dump-guest-memory`` (synchronous) into ``out``: needs ``-device vmcoreinfo``."""
-    qmp_execute(path, "dump-guest-memory", timeout=timeout, paging=False,
-                protocol=f"file:{Path(out).resolve()}", format=fmt)  # fmt: skip
+    qmp_execute(
+        path,
+        "dump-guest-memory",
+        timeout=timeout,
+        paging=False,
+        protocol=f"file:{Path(out).resolve()}",
+        format=fmt,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -76,8 +76,8 @@ def summary_table(classification: Classification) -> Table:
 
 def short_evidence(r: ClassRange, limit: int = 60) -> str:
     """Evidence as ``key=value`` pairs, most telling keys first, cut to *limit* characters."""
-    first = ("reason", "pgmap", "pgmap_type", "lifecycle", "fingerprint", "lifecycle_class",
-             "block_state")
+    first = ("reason", "lifecycle_class", "block_state", "pgmap_type", "lifecycle",
+             "fingerprint", "pgmap")
     ev = r.evidence
     keys = [k for k in first if k in ev] + [k for k in sorted(ev) if k not in first]
     text = ", ".join(f"{k}={str(ev[k]).removeprefix('MEMORY_DEVICE_')}" for k in keys)

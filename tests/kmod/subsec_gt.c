@@ -44,13 +44,12 @@ static struct dentry *gt_dir;
 
 /*
  * pgmap_pfn_valid() appeared in v5.12 (34dc45be4563 "mm: fix memory_failure() handling of
- * dax-namespace metadata").  It is not exported to modules, so its address is looked up at
+ * dax-namespace metadata") and was backported to 5.10.y.  It is not exported to modules, so its address is looked up at
  * load time through a kprobe registration (kallsyms_lookup_name() is not exported either).
  */
 typedef bool (*pgmap_pfn_valid_fn)(struct dev_pagemap *pgmap, unsigned long pfn);
 static pgmap_pfn_valid_fn gt_pgmap_pfn_valid;
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 12, 0)
 static void *gt_lookup_symbol(const char *name)
 {
 	struct kprobe kp = { .symbol_name = name };
@@ -67,7 +66,6 @@ static void *gt_lookup_symbol(const char *name)
 #endif
 	return (void *)addr;
 }
-#endif
 
 /* range start + vmem_altmap_offset() for range 0: pfn_first() of mm/memremap.c, mirrored. */
 static bool gt_pfn_past_altmap(struct dev_pagemap *pgmap, unsigned long pfn)
@@ -88,7 +86,7 @@ static bool gt_pfn_past_altmap(struct dev_pagemap *pgmap, unsigned long pfn)
 
 static struct dev_pagemap *gt_page_pgmap(struct page *page)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)
+#ifdef GT_HAVE_PAGE_PGMAP
 	return page_pgmap(page);
 #else
 	return compound_head(page)->pgmap;
@@ -224,9 +222,8 @@ static int __init subsec_gt_init(void)
 	gt_pfns = vmalloc(array_size(SUBSEC_GT_MAX_PFNS, sizeof(*gt_pfns)));
 	if (!gt_pfns)
 		return -ENOMEM;
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 12, 0)
+	/* Looked up, not version-tested: stable 5.10.y has it too (backported with the fix). */
 	gt_pgmap_pfn_valid = gt_lookup_symbol("pgmap_pfn_valid");
-#endif
 	gt_dir = debugfs_create_dir("subsec_gt", NULL);
 	debugfs_create_file("pfns", 0600, gt_dir, NULL, &gt_fops);
 	return 0;

@@ -8,6 +8,8 @@ section is 8 subsections = 64 PFNs. The classifier reads every size from
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import strategies as st
 
 from subsecinspect.fingerprint import page_address
@@ -96,7 +98,7 @@ def _pgmap(draw: st.DrawFn, address: int) -> tuple[DevPagemap, list[RangeMemmap]
         frontier = draw(st.one_of(st.none(), st.integers(a, b)))
         cuts = sorted(set(draw(st.lists(st.integers(a, b), max_size=3))) | {a, b})
         readability = tuple((x, y, draw(st.sampled_from(STATUSES)))
-                            for x, y in zip(cuts, cuts[1:], strict=False) if x < y)
+                            for x, y in pairwise(cuts) if x < y)
         samples = tuple(_sample(address, p, draw(st.integers(0, 3)))
                         for p in draw(st.lists(st.integers(a, b - 1), max_size=4)))
         memmaps.append(RangeMemmap(

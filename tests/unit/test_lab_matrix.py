@@ -19,7 +19,9 @@ def test_kernel_entry_is_consistent(kid: str) -> None:
     k = load_matrix().get(kid)
     assert k.kver.endswith("-cloud-amd64")
     assert k.dbg == f"linux-image-{k.kver}-dbg"
-    assert k.dbg_vmlinux.startswith("usr/lib/debug/") and k.dbg_vmlinux.endswith(("vmlinux", k.kver))
+    assert k.dbg_vmlinux.startswith("usr/lib/debug/") and k.dbg_vmlinux.endswith(
+        ("vmlinux", k.kver)
+    )
     assert f"linux-headers-{k.kver}" in k.headers
     assert any(h.endswith("-common") for h in k.headers)
     assert k.modules_dir.endswith(f"/modules/{k.kver}")
@@ -31,7 +33,7 @@ def test_kernel_entry_is_consistent(kid: str) -> None:
 
 def test_every_line_of_a_kernel_table_is_commented() -> None:
     # Each [[kernel]] table carries at least one comment saying why it is pinned like this.
-    blocks = KERNELS_TOML.read_text().split("[[kernel]]")[1:]
+    blocks = re.split(r"^\[\[kernel\]\]$", KERNELS_TOML.read_text(), flags=re.M)[1:]
     assert len(blocks) == 4
     assert all("#" in b for b in blocks)
 
@@ -47,14 +49,21 @@ def test_paths_are_under_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: ob
 
 def _one(**over: object) -> str:
     fields = {
-        "id": '"6.1"', "suite": '"bookworm"', "kver": '"6.1.0-1-cloud-amd64"', "version": '"6.1.1-1"',
-        "image": '["linux-image-6.1.0-1-cloud-amd64"]', "dbg": '"linux-image-6.1.0-1-cloud-amd64-dbg"',
+        "id": '"6.1"',
+        "suite": '"bookworm"',
+        "kver": '"6.1.0-1-cloud-amd64"',
+        "version": '"6.1.1-1"',
+        "image": '["linux-image-6.1.0-1-cloud-amd64"]',
+        "dbg": '"linux-image-6.1.0-1-cloud-amd64-dbg"',
         "dbg_vmlinux": '"usr/lib/debug/boot/vmlinux-6.1.0-1-cloud-amd64"',
         "headers": '["linux-headers-6.1.0-1-cloud-amd64", "linux-headers-6.1.0-1-common"]',
-        "kbuild": "[]", "vmlinuz": '"boot/vmlinuz-6.1.0-1-cloud-amd64"',
-        "modules_dir": '"lib/modules/6.1.0-1-cloud-amd64"', "module_compression": '"none"',
-        "initramfs_modules": '["virtio_blk"]', "current_glob": '"linux-image-6.1.0-*-cloud-amd64-dbg"',
-    }  # fmt: skip
+        "kbuild": "[]",
+        "vmlinuz": '"boot/vmlinuz-6.1.0-1-cloud-amd64"',
+        "modules_dir": '"lib/modules/6.1.0-1-cloud-amd64"',
+        "module_compression": '"none"',
+        "initramfs_modules": '["virtio_blk"]',
+        "current_glob": '"linux-image-6.1.0-*-cloud-amd64-dbg"',
+    }
     fields.update({k: str(v) for k, v in over.items()})
     body = "\n".join(f"{k} = {v}" for k, v in fields.items() if v != "DROP")
     return f"schema = 1\n[[kernel]]\n{body}\n"

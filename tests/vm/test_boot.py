@@ -66,15 +66,36 @@ def test_guest_python_imports_drgn_and_bcc(vm: LabVM) -> None:
 
 def test_bcc_finds_headers(vm: LabVM) -> None:
     kver = load_matrix().get(vm.kernel).kver
-    r = vm.run(f"test -e /lib/modules/{kver}/build/include/generated/autoconf.h && "
-               f"test -e /lib/modules/{kver}/source/include/linux/kconfig.h && echo ok", check=True)  # fmt: skip
+    r = vm.run(
+        f"test -e /lib/modules/{kver}/build/include/generated/autoconf.h && "
+        f"test -e /lib/modules/{kver}/source/include/linux/kconfig.h && echo ok",
+        check=True,
+    )
     assert r.stdout == "ok\n"
+
+
+_BCC_ATTACH = """
+from bcc import BPF
+b = BPF(text="int hit(void *ctx) { return 0; }")
+b.attach_kprobe(event=b.get_syscall_fnname("getpid"), fn_name="hit")
+print(b.num_open_kprobes())
+"""
+
+
+def test_bcc_compiles_against_guest_headers_and_attaches(vm: LabVM) -> None:
+    # Compiling needs /lib/modules/<kver>/{build,source} from the kernel disk.
+    r = vm.run(f"python3 - <<'EOF'\n{_BCC_ATTACH}\nEOF", timeout=240)
+    assert r.rc == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "1"
 
 
 def test_guest_drgn_reads_init_uts_ns_from_kcore(vm: LabVM) -> None:
     kver = load_matrix().get(vm.kernel).kver
-    r = vm.run(f"cat > /root/release.py <<'EOF'\n{_DRGN_RELEASE}\nEOF\n"
-               f"python3 /root/release.py /usr/lib/debug/boot/vmlinux-{kver}", timeout=180)  # fmt: skip
+    r = vm.run(
+        f"cat > /root/release.py <<'EOF'\n{_DRGN_RELEASE}\nEOF\n"
+        f"python3 /root/release.py /usr/lib/debug/boot/vmlinux-{kver}",
+        timeout=180,
+    )
     assert r.rc == 0, r.stderr
     assert r.stdout.strip() == kver
 

@@ -16,7 +16,7 @@ echo "rootfs: debootstrap $((SECONDS - s))s" >&2
 site=$root/usr/local/lib/python3.11/dist-packages
 mkdir -p "$site"
 # shellcheck disable=SC2086
-t python3 -m pip install --quiet --no-index --find-links "$wheels" --target "$site" \
+t python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --root-user-action=ignore --no-index --find-links "$wheels" --target "$site" \
     --only-binary=:all: --python-version 3.11 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 $reqs
 rm -rf "$site/bin"

@@ -9,7 +9,8 @@
 #    batch mode  : runs the job in fw_cfg opt/lab/job, prints @@JOB-RC-<rc>@@ on ttyS1, powers off;
 #    interactive : serves commands on ttyS1 (protocol below) after printing @@READY@@.
 #
-# ttyS1 protocol (host: subsecinspect/lab/vm.py). Host -> guest, one line per command:
+# ttyS1 protocol (host: subsecinspect/lab/vm.py; guest: shell-server.py). Host -> guest,
+# one line per command:
 #     <n> <base64 of a bash script>
 # Guest -> host, one frame per finished command (frames never interleave; commands run
 # concurrently so the host can start one and collect it later):
@@ -45,8 +46,11 @@ else
     log "no kernel disk (LABEL=labkernel): modules, headers and vmlinux are missing"
 fi
 pdev=$(blkid -L labproject)
+# The per-VM disk: boot/{vmlinuz,initrd.img} of this kernel (for kexec -p) and, when the host
+# asked for it, the project's subsecinspect/ package.
 if [ -n "$pdev" ] && mount -o ro "$pdev" /lab/project; then
-    export PYTHONPATH=/lab/project
+    ln -sfn /lab/project/boot /lab/boot
+    [ -d /lab/project/subsecinspect ] && export PYTHONPATH=/lab/project
 fi
 
 poweroff_now() {
@@ -79,38 +83,9 @@ if [ -r "$job" ]; then
     poweroff_now
 fi
 
-run_one() {  # run_one N BASE64: run one command, send its frame under the lock
-    local n=$1 d=$LAB/cmd-$1 rc
-    mkdir -p "$d"
-    if printf '%s' "$2" | base64 -d > "$d/cmd.sh" 2> "$d/err"; then
-        (cd /root && exec bash "$d/cmd.sh") < /dev/null > "$d/out" 2> "$d/err"
-        rc=$?
-    else
-        rc=254
-        : > "$d/out"
-    fi
-    {
-        flock 9
-        {
-            echo "@@OUT-$n@@"
-            base64 -w 76 "$d/out"
-            echo "@@ERR-$n@@"
-            base64 -w 76 "$d/err"
-            echo "@@DONE-$n-$rc@@"
-        } >&3
-    } 9> "$LAB/frame.lock"
-    rm -rf "$d"
-}
-
-stty -F /dev/ttyS1 raw -echo -echoe -echok -echoctl -echoke 2>/dev/null
-exec 3<> /dev/ttyS1
+# Interactive mode: the command server (vm-images/guest/shell-server.py, dropped into the root
+# by the initramfs as /sbin/lab-shell) speaks the protocol above on ttyS1.
 log "ready on ttyS1"
-echo "@@READY@@" >&3
-while IFS= read -r line <&3; do
-    line=${line%$'\r'}
-    n=${line%% *}
-    case $n in '' | *[!0-9]*) continue ;; esac
-    run_one "$n" "${line#* }" &
-done
-log "ttyS1 closed"
+/usr/bin/python3 /sbin/lab-shell /dev/ttyS1
+log "command server exited (rc $?)"
 poweroff_now

@@ -20,7 +20,8 @@ if ! mount -t ext4 /dev/vda /newroot; then
     exec sh
 fi
 cp /lab-init.sh /newroot/sbin/lab-init
-chmod 0755 /newroot/sbin/lab-init
+cp /lab-shell.py /newroot/sbin/lab-shell
+chmod 0755 /newroot/sbin/lab-init /newroot/sbin/lab-shell
 umount /proc /sys
 mount --move /dev /newroot/dev 2>/dev/null || umount /dev
 exec switch_root /newroot /sbin/lab-init
