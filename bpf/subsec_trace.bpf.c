@@ -20,7 +20,9 @@
  * Configuration is passed by the front end as -D flags (never by editing this
  * text); every SUBSEC_* macro below has a default:
  *   SUBSEC_MAX_WINDOWS      window slots (array map)
- *   SUBSEC_MAX_SPAN_SECT    sections one window may span (bounded loops)
+ *   SUBSEC_MAX_SPAN_SECT    sections one C1 update may span (bounded loop)
+ *   SUBSEC_MAX_C1_SECTIONS  C1 sections tracked (hash map)
+ *   SUBSEC_ALARM_REPEAT     hits reported per (process, walker, window); the rest counted
  *   SUBSEC_VMEMMAP_SYM      address of the kernel variable vmemmap_base (from
  *                           /proc/kallsyms), 0 = use SUBSEC_VMEMMAP_DEFAULT
  *   SUBSEC_SPARSE_REMOVE_MS sparse_remove_section() takes a struct mem_section *
@@ -30,7 +32,6 @@
  *                           documents the build
  */
 #include <uapi/linux/ptrace.h>
-#include <linux/sched.h>
 #include <linux/mm_types.h>
 #include <linux/mmzone.h>
 #include <linux/memremap.h>
@@ -43,6 +44,12 @@
 #endif
 #ifndef SUBSEC_MAX_SPAN_SECT
 #define SUBSEC_MAX_SPAN_SECT 128
+#endif
+#ifndef SUBSEC_MAX_C1_SECTIONS
+#define SUBSEC_MAX_C1_SECTIONS 8192
+#endif
+#ifndef SUBSEC_ALARM_REPEAT
+#define SUBSEC_ALARM_REPEAT 3
 #endif
 #ifndef SUBSEC_MAX_RANGES
 #define SUBSEC_MAX_RANGES 4
@@ -63,11 +70,21 @@
 
 /* Window slots; cls == SUBSEC_CLS_NONE marks a free slot. */
 BPF_ARRAY(windows, struct subsec_window, SUBSEC_MAX_WINDOWS);
-/* section number -> how many windows touch it / C1 state: the fast path. */
-BPF_HASH(sections, u64, struct subsec_section, 8192);
+/* Hull of the used slots: the fast path skips the slot scan outside it. */
+BPF_ARRAY(bounds, struct subsec_bounds, 1);
+/* C1 is per section (memory blocks are whole sections): section nr -> SUBSEC_PH_*. */
+BPF_HASH(c1_sections, u64, u32, SUBSEC_MAX_C1_SECTIONS);
 /* Kernel stacks of walker hits. */
 BPF_STACK_TRACE(stacks, 1024);
 BPF_PERF_OUTPUT(events);
+/* (tgid, walker, window) -> hits reported: at most SUBSEC_ALARM_REPEAT reach user space. */
+struct subsec_seen_key {
+	u32 tgid;
+	u16 walker;
+	u16 cls;
+	u64 win_start;
+};
+BPF_HASH(seen, struct subsec_seen_key, u32, 4096);
 BPF_PERCPU_ARRAY(stats, u64, SUBSEC_ST_NR);
 
 /* Entry state of lifecycle functions, keyed by thread id (one call per thread). */
@@ -122,58 +139,84 @@ static __always_inline void ev_init(struct subsec_event *ev, u32 kind)
 	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
 }
 
-/* Add @delta to the window count of every section of [start, end); set/clear C1. */
-static __always_inline void sections_update(u64 start, u64 end, int delta, u32 c1, bool set_c1)
+/* Mark the sections of [start, end) C1 with @phase, or clear them (phase 0). */
+static __always_inline void c1_update(u64 start, u64 end, u32 phase)
 {
 	if (end <= start)
 		return;
 	u64 first = start >> SUBSEC_SECT_SHIFT;
 	u64 last = (end - 1) >> SUBSEC_SECT_SHIFT;
-	#pragma clang loop unroll(disable)
+#pragma clang loop unroll(disable)
 	for (u32 i = 0; i < SUBSEC_MAX_SPAN_SECT; i++) {
 		u64 sec = first + i;
 		if (sec > last)
 			break;
-		struct subsec_section zero = {};
-		struct subsec_section *s = sections.lookup_or_try_init(&sec, &zero);
-		if (!s)
-			continue;
-		if (delta > 0)
-			s->nwin += delta;
-		else if (delta < 0 && s->nwin > 0)
-			s->nwin -= 1;
-		if (set_c1)
-			s->c1_phase = c1;
-		if (s->nwin == 0 && s->c1_phase == 0)
-			sections.delete(&sec);
+		if (phase)
+			c1_sections.update(&sec, &phase);
+		else
+			c1_sections.delete(&sec);
 	}
+}
+
+/* Recompute the hull of the used window slots (after a drop). */
+static __always_inline void bounds_recompute(void)
+{
+	struct subsec_bounds nb = {.lo = ~0ULL};
+#pragma clang loop unroll(disable)
+	for (u32 i = 0; i < SUBSEC_MAX_WINDOWS; i++) {
+		u32 k = i;
+		struct subsec_window *w = windows.lookup(&k);
+		if (!w || w->cls == SUBSEC_CLS_NONE)
+			continue;
+		if (w->start_pfn < nb.lo)
+			nb.lo = w->start_pfn;
+		if (w->end_pfn > nb.hi)
+			nb.hi = w->end_pfn;
+		nb.nwin++;
+	}
+	u32 z = 0;
+	bounds.update(&z, &nb);
 }
 
 static __always_inline void window_add(u64 start, u64 end, u64 owner, u32 cls, u32 phase)
 {
 	if (end <= start)
 		return;
-	#pragma clang loop unroll(disable)
+	u32 slot = SUBSEC_MAX_WINDOWS;
+#pragma clang loop unroll(disable)
 	for (u32 i = 0; i < SUBSEC_MAX_WINDOWS; i++) {
 		u32 k = i;
 		struct subsec_window *w = windows.lookup(&k);
-		if (!w || w->cls != SUBSEC_CLS_NONE)
-			continue;
-		w->start_pfn = start;
-		w->end_pfn = end;
-		w->owner = owner;
-		w->phase = phase;
-		w->cls = cls;
-		sections_update(start, end, 1, 0, false);
+		if (w && w->cls == SUBSEC_CLS_NONE) {
+			slot = i;
+			break;
+		}
+	}
+	struct subsec_window *w = windows.lookup(&slot);
+	if (!w) {
+		stat_inc(SUBSEC_ST_WINDOW_FULL);
 		return;
 	}
-	stat_inc(SUBSEC_ST_WINDOW_FULL);
+	w->start_pfn = start;
+	w->end_pfn = end;
+	w->owner = owner;
+	w->phase = phase;
+	w->cls = cls;
+	u32 z = 0;
+	struct subsec_bounds *b = bounds.lookup(&z);
+	if (b) {
+		if (b->nwin == 0 || start < b->lo)
+			b->lo = start;
+		if (b->nwin == 0 || end > b->hi)
+			b->hi = end;
+		b->nwin++;
+	}
 }
 
 /* Drop windows of @owner; cls 0 = any class; pfn != ~0 = only the one containing pfn. */
 static __always_inline void window_drop(u64 owner, u32 cls, u64 pfn)
 {
-	#pragma clang loop unroll(disable)
+#pragma clang loop unroll(disable)
 	for (u32 i = 0; i < SUBSEC_MAX_WINDOWS; i++) {
 		u32 k = i;
 		struct subsec_window *w = windows.lookup(&k);
@@ -183,10 +226,9 @@ static __always_inline void window_drop(u64 owner, u32 cls, u64 pfn)
 			continue;
 		if (pfn != ~0ULL && (pfn < w->start_pfn || pfn >= w->end_pfn))
 			continue;
-		u64 s = w->start_pfn, e = w->end_pfn;
 		w->cls = SUBSEC_CLS_NONE;
-		sections_update(s, e, -1, 0, false);
 	}
+	bounds_recompute();
 }
 
 static __always_inline void window_set_phase(u64 owner, u32 cls, u64 pfn, u32 phase)
@@ -221,20 +263,20 @@ static __always_inline u32 cls_prio(u32 cls)
 static __always_inline bool window_lookup(u64 pfn, struct subsec_pending *hit)
 {
 	u64 sec = pfn >> SUBSEC_SECT_SHIFT;
-	struct subsec_section *s = sections.lookup(&sec);
-	if (!s)
-		return false;
 	u32 best = 0;
-	if (s->c1_phase) {
+	u32 *c1 = c1_sections.lookup(&sec);
+	if (c1) {
 		hit->cls = SUBSEC_CLS_C1;
-		hit->phase = s->c1_phase;
+		hit->phase = *c1;
 		hit->win_start = sec << SUBSEC_SECT_SHIFT;
 		hit->win_end = (sec + 1) << SUBSEC_SECT_SHIFT;
 		hit->owner = 0;
 		best = cls_prio(SUBSEC_CLS_C1);
 	}
-	if (s->nwin) {
-		#pragma clang loop unroll(disable)
+	u32 z = 0;
+	struct subsec_bounds *b = bounds.lookup(&z);
+	if (b && b->nwin && pfn >= b->lo && pfn < b->hi) {
+#pragma clang loop unroll(disable)
 		for (u32 i = 0; i < SUBSEC_MAX_WINDOWS; i++) {
 			u32 k = i;
 			struct subsec_window *w = windows.lookup(&k);
@@ -282,6 +324,20 @@ static __always_inline bool range_hits_device_window(u64 start, u64 end, struct 
 static __always_inline void emit_walker(struct pt_regs *ctx, struct subsec_pending *hit,
 					u32 walker, u32 severity, s32 kstack, u64 nr)
 {
+	/* A looping walker hits the same window again and again: report the first few. */
+	struct subsec_seen_key sk = {.tgid = bpf_get_current_pid_tgid() >> 32, .walker = walker,
+				     .cls = hit->cls, .win_start = hit->win_start};
+	u32 one = 1;
+	u32 *n = seen.lookup(&sk);
+	if (n) {
+		if (*n >= SUBSEC_ALARM_REPEAT) {
+			stat_inc(SUBSEC_ST_SUPPRESSED);
+			return;
+		}
+		*n += 1;
+	} else {
+		seen.update(&sk, &one);
+	}
 	struct subsec_event ev = {};
 	ev_init(&ev, SUBSEC_EV_WALKER);
 	ev.walker = walker;
@@ -488,6 +544,7 @@ int on_move_pfn_range(struct pt_regs *ctx)
 	move_entry.update(&tid, &e);
 	struct subsec_event ev = {};
 	ev_init(&ev, SUBSEC_EV_MOVE_PFN_RANGE);
+	ev.pgmap_type = ZONE_DEVICE;   /* so that user space can tell the zone */
 	ev.start_pfn = e.a;
 	ev.nr_pages = e.b;
 	ev.arg = zidx;
@@ -509,13 +566,14 @@ int on_move_pfn_range_ret(struct pt_regs *ctx)
 		return 0;
 	struct subsec_event ev = {};
 	ev_init(&ev, SUBSEC_EV_MOVE_PFN_RANGE_RET);
+	ev.pgmap_type = ZONE_DEVICE;
 	ev.start_pfn = e->a;
 	ev.nr_pages = e->b;
 	ev.arg = e->c;
 	ev.duration_ns = ev.ts_ns - e->ts;
 	/* onlining: memmap_init_range() has initialised the memmap (§2.6 step 3) */
 	if (e->c != ZONE_DEVICE)
-		sections_update(e->a, e->a + e->b, 0, 0, true);
+		c1_update(e->a, e->a + e->b, 0);
 	move_entry.delete(&tid);
 	emit_lifecycle(ctx, &ev);
 	return 0;
@@ -535,7 +593,7 @@ int on_add_memory_resource(struct pt_regs *ctx)
 	struct subsec_entry e = {.ts = bpf_ktime_get_ns(), .a = spfn, .b = epfn - spfn};
 	addmem_entry.update(&tid, &e);
 	/* Before sparse_add_section(): pfn_valid() turns true inside, memmap garbage. */
-	sections_update(spfn, epfn, 0, SUBSEC_PH_HOTADDED, true);
+	c1_update(spfn, epfn, SUBSEC_PH_HOTADDED);
 	struct subsec_event ev = {};
 	ev_init(&ev, SUBSEC_EV_ADD_MEMORY);
 	ev.start_pfn = spfn;
@@ -558,7 +616,7 @@ int on_add_memory_resource_ret(struct pt_regs *ctx)
 	ev.arg = rc;
 	ev.duration_ns = ev.ts_ns - e->ts;
 	if (rc != 0)
-		sections_update(e->a, e->a + e->b, 0, 0, true);
+		c1_update(e->a, e->a + e->b, 0);
 	addmem_entry.delete(&tid);
 	emit_lifecycle(ctx, &ev);
 	return 0;
@@ -615,7 +673,7 @@ int on_online_pages_ret(struct pt_regs *ctx)
 	ev.duration_ns = ev.ts_ns - e->ts;
 	/* failed onlining: remove_pfn_range_from_zone() made the memmap stale again */
 	if (rc != 0)
-		sections_update(e->a, e->a + e->b, 0, SUBSEC_PH_HOTADDED, true);
+		c1_update(e->a, e->a + e->b, SUBSEC_PH_HOTADDED);
 	online_entry.delete(&tid);
 	emit_lifecycle(ctx, &ev);
 	return 0;
@@ -635,7 +693,7 @@ int on_offline_pages_ret(struct pt_regs *ctx)
 	ev.arg = rc;
 	ev.duration_ns = ev.ts_ns - e->ts;
 	if (rc == 0)
-		sections_update(e->a, e->a + e->b, 0, SUBSEC_PH_OFFLINED, true);
+		c1_update(e->a, e->a + e->b, SUBSEC_PH_OFFLINED);
 	offline_entry.delete(&tid);
 	emit_lifecycle(ctx, &ev);
 	return 0;
@@ -680,7 +738,7 @@ int on_sparse_remove_section(struct pt_regs *ctx)
 	ev.nr_pages = PT_REGS_PARM2(ctx);
 #endif
 	/* The section's memmap goes away: nothing left to read, so no C1 either. */
-	sections_update(ev.start_pfn, ev.start_pfn + ev.nr_pages, 0, 0, true);
+	c1_update(ev.start_pfn, ev.start_pfn + ev.nr_pages, 0);
 	emit_lifecycle(ctx, &ev);
 	return 0;
 }

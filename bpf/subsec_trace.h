@@ -82,6 +82,7 @@
 #define SUBSEC_ST_LIFECYCLE      4
 #define SUBSEC_ST_WINDOW_FULL    5   /* a window could not be stored        */
 #define SUBSEC_ST_KPAGE_READS    6   /* /proc/kpage* read() calls           */
+#define SUBSEC_ST_SUPPRESSED     7   /* repeated hits not sent (SUBSEC_ALARM_REPEAT) */
 #define SUBSEC_ST_NR             8
 
 /* One slot of the windows array. */
@@ -93,10 +94,12 @@ struct subsec_window {
 	__u32 phase;       /* SUBSEC_PH_* */
 };
 
-/* Per-section summary: how many window slots touch it, and whether it is C1. */
-struct subsec_section {
-	__u32 nwin;
-	__u32 c1_phase;    /* SUBSEC_PH_* when the section is C1, else 0 */
+/* Hull of the used window slots (bounds[0]): the walkers' fast path. */
+struct subsec_bounds {
+	__u64 lo;          /* lowest start_pfn */
+	__u64 hi;          /* highest end_pfn (exclusive) */
+	__u32 nwin;        /* used slots; 0 = no window */
+	__u32 pad;
 };
 
 /* The event sent to user space (perf buffer). */
@@ -120,7 +123,7 @@ struct subsec_event {
 	__u32 cls;            /* SUBSEC_CLS_* of the hit window */
 	__u32 phase;          /* SUBSEC_PH_* of the hit window */
 	__u32 severity;       /* SUBSEC_SEV_* */
-	__u32 pgmap_type;     /* enum memory_type (lifecycle events) */
+	__u32 pgmap_type;     /* enum memory_type; move_pfn_range_to_zone: ZONE_DEVICE's value */
 	__u32 pgmap_flags;
 	char comm[SUBSEC_COMM_LEN];
 };

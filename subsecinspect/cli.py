@@ -137,8 +137,14 @@ def _load(target: str | None, vmlinux: str | None) -> Snapshot:
         return dataclasses.replace(
             snap, target=dataclasses.replace(snap.target, format="snapshot", path=target)
         )
-    from subsecinspect.kernel import read_snapshot
-    from subsecinspect.target import open_target
+    try:
+        from subsecinspect.kernel import read_snapshot
+        from subsecinspect.target import open_target
+    except ImportError as e:
+        raise TargetError(
+            f"cannot read a kernel without drgn ({e}); install drgn==0.3.0, or classify a "
+            "snapshot saved with --save"
+        ) from None
 
     prog, info = open_target(target, vmlinux)
     return read_snapshot(prog, info)
@@ -173,9 +179,12 @@ def _run(debug: bool, fn: Callable[[], None]) -> None:
             traceback.print_exc()
         err.print(f"subsecinspect: error: {e}", markup=False, highlight=False)
         raise typer.Exit(e.exit_code) from None
-    except (KeyboardInterrupt, _Terminated):
+    except KeyboardInterrupt:
         err.print("subsecinspect: error: interrupted", markup=False, highlight=False)
         raise typer.Exit(130) from None
+    except _Terminated:
+        err.print("subsecinspect: error: terminated", markup=False, highlight=False)
+        raise typer.Exit(143) from None
     except typer.Exit:
         raise
     except Exception as e:  # a bug: one line unless --debug
@@ -356,3 +365,4 @@ def main() -> None:
     with contextlib.suppress(ValueError):  # not in the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
     app()
+app.command("trace")(__import__("subsecinspect.trace_cli").trace_cli.trace)

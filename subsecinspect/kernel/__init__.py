@@ -68,6 +68,44 @@ def _live_guard(
     return out, warnings
 
 
+def _check_complete_ranges(
+    ki: KernelInfo, sections: list[Section], pgmaps: list[DevPagemap]
+) -> list[str]:
+    """Warn where a finished pgmap range lacks its sections or subsection bits.
+
+    memremap_pages() counts a range in nr_range only after sparse_add_section() set
+    its subsection bits, and teardown kills the ref before clearing them, so a live,
+    complete range over a missing bit means the section data read are damaged.
+    """
+    by_nr = {s.section_nr: s for s in sections}
+    pps, ppsub = ki.pages_per_section, ki.pages_per_subsection
+    out: list[str] = []
+    for pg in pgmaps:
+        if pg.ref_dying:
+            continue
+        for r in pg.ranges:
+            if not r.complete:
+                continue
+            for nr in range(r.start_pfn // pps, (r.end_pfn - 1) // pps + 1):
+                sec = by_nr.get(nr)
+                base = nr * pps
+                a, b = max(r.start_pfn, base), min(r.end_pfn, base + pps)
+                want = 0
+                for bit in range((a - base) // ppsub, (b - 1 - base) // ppsub + 1):
+                    want |= 1 << bit
+                if sec is None or not sec.valid:
+                    out.append(f"section {nr} holds complete range {r.index} of pgmap "
+                               f"{pg.address:#x} but is not valid (damaged mem_section?)")
+                elif sec.subsection_map is not None and not sec.early:
+                    if sec.subsection_map & want != want:
+                        out.append(
+                            f"section {nr}: subsection map {sec.subsection_map:#x} lacks "
+                            f"bits {want & ~sec.subsection_map:#x} of complete range {r.index} "
+                            f"of pgmap {pg.address:#x} (damaged mem_section_usage?)"
+                        )
+    return out
+
+
 def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
     """Read everything the classifier needs from *prog* in one pass.
 
@@ -90,6 +128,7 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
             "that are not online cannot be told from offline RAM; if this is a kdump, take it "
             "with makedumpfile -d 23 (or -d 0), which keeps slab pages"
         )
+    warnings += _check_complete_ranges(ki, sections, pgmaps)
     zones, w = read_zones(prog, ki)
     warnings += w
     warnings += check_zones_against_sections(ki, zones, sections)

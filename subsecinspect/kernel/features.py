@@ -18,7 +18,7 @@ from typing import Any
 import drgn
 from drgn import Program, TypeKind, offsetof, sizeof
 
-from subsecinspect.errors import UnsupportedKernelError
+from subsecinspect.errors import ReadError, UnsupportedKernelError
 from subsecinspect.snapshot import KernelInfo
 
 __all__ = (
@@ -262,6 +262,12 @@ def build_kernel_info(prog: Program, **overrides: Any) -> KernelInfo:
         ) from None
     vmemmap = constant(prog, "vmemmap")
     if vmemmap is None:
+        # x86_64 keeps the (KASLR-randomised) base in vmemmap_base; drgn's "vmemmap"
+        # may also be derived from mem_section, which fails when that is damaged.
+        vmemmap = constant(prog, "vmemmap_base")
+    if vmemmap is None:
+        if _has_member(prog, "struct mem_section_usage", "subsection_map"):
+            raise ReadError("cannot determine the vmemmap base (mem_section damaged?)")
         raise UnsupportedKernelError("no vmemmap base (not SPARSEMEM_VMEMMAP)")
     page_shift = constant(prog, "PAGE_SHIFT", 12) or 12
     ssb = constant(prog, "SECTION_SIZE_BITS")

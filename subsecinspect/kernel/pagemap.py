@@ -53,6 +53,8 @@ def xa_spans(
     """
     node_t = prog.type("struct xa_node")
     off_shift = offsetof(node_t, "shift")
+    off_count = offsetof(node_t, "count")
+    off_array = offsetof(node_t, "array")
     off_slots = offsetof(node_t, "slots")
     nslots = node_t.member("slots").type.length or 64
     node_size = sizeof(node_t)
@@ -85,10 +87,19 @@ def xa_spans(
             )
             return
         shift = data[off_shift]
-        # XA_CHUNK_SHIFT steps downwards from the root; anything else is garbage.
+        array = struct.unpack_from("<Q", data, off_array)[0]
+        # XA_CHUNK_SHIFT steps downwards from the root; every node points back to its
+        # xarray (xa_node.array) and holds at least one entry (empty nodes are freed).
+        problem = ""
         if shift >= parent_shift or shift % chunk_shift != 0:
+            problem = f"shift {shift} under {parent_shift}"
+        elif array != xa_addr:
+            problem = f"array {array:#x} is not the xarray {xa_addr:#x}"
+        elif data[off_count] == 0:
+            problem = "count 0"
+        if problem:
             warnings.append(
-                f"pgmap_array node {node:#x} has shift {shift} under {parent_shift} (damaged); "
+                f"pgmap_array node {node:#x} is damaged ({problem}); "
                 "ZONE_DEVICE ranges under it are missing"
             )
             return
@@ -219,6 +230,13 @@ def _ranges(
         start, end = _range_pfns(ki, _range_at(pgmap, address, nr_range))
         if start < end <= max_pfn and any(a < end and b >= start for a, b in uncovered):
             out.append(PgmapRange(nr_range, start, end, complete=False))
+    # pagemap_range() stores each range in pgmap_array before anything else and
+    # pgmap_array_delete() removes it last: a range outside the spans is damage.
+    for r in out:
+        if spans and not any(a <= r.start_pfn and r.end_pfn - 1 <= b for a, b in spans):
+            raise _Damaged(
+                f"ranges[{r.index}] [{r.start_pfn:#x}, {r.end_pfn:#x}) is not in pgmap_array"
+            )
     # pgmap_array only ever holds this pgmap over its own ranges (pagemap_range()
     # stores ranges[i] before the memmap is set up): anything else is damage.
     stray = [
@@ -256,6 +274,8 @@ def read_pgmaps(prog: Program, ki: KernelInfo) -> tuple[list[DevPagemap], list[s
             if shift > _MAX_VMEMMAP_SHIFT:
                 raise _Damaged(f"vmemmap_shift is {shift}")
             tval = pg.type.value_()
+            if types and tval not in types:
+                raise _Damaged(f"type {tval} is not an enum memory_type value")
             pgmaps.append(
                 DevPagemap(
                     address=ptr,

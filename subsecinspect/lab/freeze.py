@@ -39,6 +39,7 @@ __all__ = (
     "TEARDOWN_CANDIDATES",
     "Freeze",
     "FreezeError",
+    "FreezeRun",
     "Gdb",
     "kernel_symbols",
     "mid_init",
@@ -171,7 +172,7 @@ class Gdb:
         return regs
 
     def stop_at(self, addr: int, ignore: int = 0, timeout: float = 300.0) -> None:
-        """Break at ``addr`` (hardware-independent: TCG), skip ``ignore`` hits, continue."""
+        """Break at ``addr`` (TCG gdbstub software breakpoint), skip ``ignore`` hits, continue."""
         self.cmd(f"delete\nbreak *{addr:#x}")
         if ignore:
             self.cmd(f"ignore $bpnum {ignore}")

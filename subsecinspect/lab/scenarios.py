@@ -553,6 +553,13 @@ def _kmem_layout(state: str) -> Layout:
     )
 
 
+# 5.10 also builds dax_pmem_compat (DEV_DAX_PMEM_COMPAT=m), which binds devdax namespaces in the
+# old "dax-class" model that daxctl cannot reconfigure ("device model is dax-class"): switch to
+# the dax-bus model first (daxctl-migrate-device-model(1)). Harmless where the module is absent.
+_BUS_MODEL = GuestStep(
+    "daxctl migrate-device-model && { modprobe -r dax_pmem_compat 2>/dev/null; modprobe dax_pmem; }"
+)
+
 KMEM = Scenario(
     name="kmem",
     description="A devdax namespace reconfigured to system-ram (kmem): memory blocks 33-34 first "
@@ -563,6 +570,7 @@ KMEM = Scenario(
         Stage(
             "kmem-offline",
             (
+                _BUS_MODEL,
                 _LABELS,
                 _create("devdax", "mem", 400 * MiB, "K_kmem"),
                 GuestStep("daxctl reconfigure-device --mode=system-ram --no-online dax0.0"),

@@ -7,7 +7,7 @@ away), vdb = the kernel disk (modules, headers, vmlinux; read-only), vdc = the p
 and ``bpf/``, put on ``PYTHONPATH``), then the ``disks=`` in order (see :meth:`LabVM.disk_dev`).
 
 Serial lines: ttyS0 = kernel console -> ``run/<name>/console.log``; ttyS1 = command channel
-(protocol in vm-images/guest/init.sh). Every QEMU is killed and reaped by its pid in
+(protocol in subsecinspect/lab/channel.py). Every QEMU is killed and reaped by its pid in
 :meth:`LabVM.stop`, on ``__exit__`` and at interpreter exit.
 """
 
@@ -18,15 +18,12 @@ import base64
 import itertools
 import os
 import re
-import select
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,47 +31,13 @@ from types import TracebackType
 from typing import Any
 
 from subsecinspect.lab import images, qmp
+from subsecinspect.lab.channel import Channel, LabBootError, LabError, LabTimeout, Result
 
 __all__ = ("LabBootError", "LabError", "LabTimeout", "LabVM", "Nvdimm", "Result", "parse_size")
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
-_FRAME = re.compile(
-    rb"^@@(OUT|ERR)-(\d+)@@$|^@@DONE-(\d+)-(\d+)@@$|^@@(READY)@@$|^@@JOB-RC-(\d+)@@$"
-)
-_LIVE: weakref.WeakSet[LabVM] = weakref.WeakSet()
+_LIVE: set[LabVM] = set()  # strong refs: a dropped LabVM is still reaped at exit
 _SEQ = itertools.count(1)
-
-
-class LabError(RuntimeError):
-    """The lab harness failed (not the command under test)."""
-
-
-class LabTimeout(LabError):
-    """A boot or a command exceeded its timeout."""
-
-
-class LabBootError(LabError):
-    """QEMU exited or the guest did not become ready; the message ends with the console tail."""
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What a guest command returned: decoded stdout/stderr, exit status, raw stdout bytes."""
-
-    stdout: str
-    stderr: str
-    rc: int
-    raw: bytes = b""
-
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
-    def check(self) -> Result:
-        """Return self, or raise LabError with the stderr tail if rc != 0."""
-        if self.rc != 0:
-            raise LabError(f"guest command failed (rc {self.rc}): {self.stderr.strip()[-400:]}")
-        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,16 +111,7 @@ class LabVM:
         self.run_dir = images.cache_dir() / "run" / self.name
         self.gdb_socket = self.run_dir / "gdb.sock"
         self.proc: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
-        self._reader: threading.Thread | None = None
-        self._cv = threading.Condition()
-        self._done: dict[int, Result] = {}
-        self._events: list[str] = []
-        self._batch_out = bytearray()
-        self._closed = False
-        self._seq = itertools.count(1)
-        self._send_lock = threading.Lock()
-        self._transcript: Any = None
+        self._chan: Channel | None = None
 
     # ------------------------------------------------------------------ files and command line
 
@@ -320,12 +274,7 @@ class LabVM:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise LabBootError(self._why("QEMU did not open its serial socket")) from None
                 time.sleep(0.05)
-        self._sock = s
-        self._transcript = open(self.run_dir / "ttyS1.log", "wb")
-        self._reader = threading.Thread(
-            target=self._read_loop, name=f"labvm-{self.name}", daemon=True
-        )
-        self._reader.start()
+        self._chan = Channel(s, self.run_dir / "ttyS1.log", self._why, batch=bool(self.job))
 
     def start(self) -> LabVM:
         """Boot and wait until the guest's command channel answers (interactive mode)."""
@@ -333,7 +282,7 @@ class LabVM:
             raise LabError("a VM with job= runs in batch mode: use run_batch()")
         self._launch()
         try:
-            self._wait_event("READY", self.boot_timeout, "boot")
+            self._channel().wait_event("READY", self.boot_timeout, "boot")
             self._resync()
         except BaseException:
             self.stop()
@@ -343,7 +292,7 @@ class LabVM:
     def _resync(self) -> None:
         """The first bytes after READY can be lost: retry a no-op until one answers."""
         for _ in range(10):
-            h = self.send("true", _prefix=b"\n\n")
+            h = self._channel().send("true", prefix=b"\n\n")
             try:
                 self.wait(h, timeout=5)
                 return
@@ -363,11 +312,8 @@ class LabVM:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self._closed = True
-        if self._sock is not None:
-            self._sock.close()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
+        if self._chan is not None:
+            self._chan.close()
         for f in [*self.run_dir.glob("nvdimm*.img"), self.run_dir / "project.img"]:
             f.unlink(missing_ok=True)
         _LIVE.discard(self)
@@ -382,54 +328,10 @@ class LabVM:
 
     # ------------------------------------------------------------------ serial channel
 
-    def _read_loop(self) -> None:
-        assert self._sock is not None
-        buf, cur, parts = b"", None, {"OUT": bytearray(), "ERR": bytearray()}
-        while True:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self._transcript.close()
-                with self._cv:
-                    self._events.append("EOF")
-                    self._cv.notify_all()
-                return
-            self._transcript.write(chunk)
-            self._transcript.flush()
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                line = raw.rstrip(b"\r")
-                m = _FRAME.match(line)
-                with self._cv:
-                    if m is None:
-                        if cur is not None:
-                            parts[cur] += line
-                        elif self.job:
-                            self._batch_out += raw + b"\n"
-                        continue
-                    if m.group(1):
-                        cur = m.group(1).decode()
-                        parts[cur] = bytearray()
-                    elif m.group(3):
-                        out, err = (
-                            base64.b64decode(bytes(parts[k]), validate=False)
-                            for k in ("OUT", "ERR")
-                        )
-                        self._done[int(m.group(3))] = Result(
-                            out.decode(errors="replace"),
-                            err.decode(errors="replace"),
-                            int(m.group(4)),
-                            out,
-                        )
-                        cur = None
-                    elif m.group(5):
-                        self._events.append("READY")
-                    else:
-                        self._events.append(f"JOB-RC-{int(m.group(6))}")
-                    self._cv.notify_all()
+    def _channel(self) -> Channel:
+        if self._chan is None:
+            raise LabError(f"vm {self.name} was not started")
+        return self._chan
 
     def _why(self, msg: str) -> str:
         tail = ""
@@ -440,55 +342,13 @@ class LabVM:
         rc = self.proc.poll() if self.proc else None
         return f"{msg} (vm {self.name}, qemu rc {rc}; console {self.console_log}): {tail}"
 
-    def _wait_event(self, prefix: str, timeout: float, what: str) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while True:
-                for ev in self._events:
-                    if ev.startswith(prefix):
-                        self._events.remove(ev)
-                        return ev
-                if "EOF" in self._events:
-                    raise LabBootError(self._why(f"{what}: QEMU closed the serial line"))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LabTimeout(self._why(f"{what}: no {prefix} after {timeout:.0f}s"))
-                self._cv.wait(min(left, 1.0))
-
-    def send(self, cmd: str, *, _prefix: bytes = b"") -> int:
+    def send(self, cmd: str) -> int:
         """Start ``cmd`` (bash) in the guest without waiting; returns a handle for :meth:`wait`."""
-        if self._sock is None or self._closed:
-            raise LabError(f"vm {self.name} is not running")
-        n = next(self._seq)
-        line = _prefix + f"{n} ".encode() + base64.b64encode(cmd.encode()) + b"\n"
-        deadline = time.monotonic() + 120
-        with self._send_lock:
-            view = memoryview(line)
-            while view:  # never block forever on a guest that stopped reading
-                if not select.select([], [self._sock], [], max(0.0, deadline - time.monotonic()))[
-                    1
-                ]:
-                    raise LabTimeout(self._why(f"command {n}: the guest stopped reading ttyS1"))
-                try:
-                    view = view[self._sock.send(view, socket.MSG_DONTWAIT) :]
-                except BlockingIOError:
-                    continue
-        return n
+        return self._channel().send(cmd)
 
     def wait(self, handle: int, timeout: float = 60.0) -> Result:
         """Collect the result of :meth:`send`; raise LabTimeout after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while handle not in self._done:
-                if "EOF" in self._events:
-                    raise LabError(self._why(f"command {handle}: QEMU closed the serial line"))
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise LabTimeout(
-                        self._why(f"command {handle} still running after {timeout:.0f}s")
-                    )
-                self._cv.wait(min(left, 1.0))
-            return self._done.pop(handle)
+        return self._channel().wait(handle, timeout)
 
     def run(self, cmd: str, timeout: float = 60.0, check: bool = False) -> Result:
         """Run ``cmd`` with bash in the guest (cwd /root, stdin /dev/null) and wait for it."""
@@ -518,7 +378,7 @@ class LabVM:
         """ext4 image with the file -> QMP blockdev-add + device_add virtio-blk (serial tag)
         -> guest finds /sys/block/vd*/serial == tag, mounts it read-only, copies, unmounts
         -> device_del (ACPI unplug) + blockdev-del, best effort."""
-        tag = f"put{next(self._seq)}"
+        tag = f"put{next(_SEQ)}"
         stage, img = self.run_dir / tag, self.run_dir / f"{tag}.img"
         stage.mkdir()
         try:
@@ -606,12 +466,13 @@ class LabVM:
             raise LabError("run_batch() needs job=")
         self._launch()
         try:
-            rc = int(self._wait_event("JOB-RC-", timeout, "batch job").rsplit("-", 1)[1])
+            ev = self._channel().wait_event("JOB-RC-", timeout, "batch job")
+            rc = int(ev.rsplit("-", 1)[1])
             assert self.proc is not None
             self.proc.wait(timeout=30)
         finally:
             self.stop()
-        out = bytes(self._batch_out)
+        out = self._channel().batch_output()
         return Result(out.decode(errors="replace"), "", rc, out)
 
 

@@ -118,3 +118,26 @@ def test_write_atomic_keeps_old_file_on_error(tmp_path: Path) -> None:
         write_atomic(str(target), None)  # type: ignore[arg-type]
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path: Path) -> None:
+    # A snapshot big enough that classify is still running when SIGTERM arrives is not
+    # available without a guest; instead the signal is delivered while the command waits
+    # on a FIFO it is reading as its snapshot. Nothing may be written to -o.
+    import signal
+    import time
+
+    fifo = tmp_path / "snap.json"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.json"
+    p = subprocess.Popen(
+        [PY, "-m", "subsecinspect", "classify", str(fifo), "--json", "-o", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(2.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "subsecinspect: error: terminated"
+    assert not out.exists()
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["snap.json"]

@@ -64,6 +64,11 @@ def test_guest_python_imports_drgn_and_bcc(vm: LabVM) -> None:
     assert r.stdout.strip() == "0.3.0"
 
 
+def test_guest_drgn_cli(vm: LabVM) -> None:
+    r = vm.run("drgn --version", timeout=120, check=True)
+    assert r.stdout.startswith("drgn 0.3.0"), r.stdout
+
+
 def test_bcc_finds_headers(vm: LabVM) -> None:
     kver = load_matrix().get(vm.kernel).kver
     r = vm.run(

@@ -73,8 +73,7 @@ def frozen(
     kp = images.ensure_built(kernel)
     tmp = tmp_path_factory.mktemp(f"frozen-{kernel}")
     init_scn = SCENARIOS["mid-init"]
-    with labvm(init_scn, kernel, gdbstub=True, name=f"test-frozen-{kernel}") as vm:
-        vm.start()
+    with labvm(init_scn, kernel, gdbstub=True, name=f"test-frozen-{kernel}") as vm:  # boots
         apply_stage(vm, init_scn.stages[0])
         run = freeze.mid_init(vm, kp.vmlinux, FREEZE_CREATE.command, tmp, ignore=IGNORE)
         assert run.command_rc == 0, run.command_output

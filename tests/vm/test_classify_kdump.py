@@ -78,8 +78,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         vm = LabVM(kernel, name=f"test-kdump-{kernel}", mem="2G",
                    nvdimms=[Nvdimm("1G", "128K")], append=[kdump.CRASHKERNEL],
                    disks=[disk], project=True)
-        with vm:
-            vm.start()
+        with vm:  # boots
             apply_stage(vm, SCENARIOS["nvdimm-mixed"].stages[0])
             r = vm.run("python3 -m subsecinspect classify /proc/kcore --json", timeout=600)
             assert r.rc == 0, r.stderr
@@ -89,6 +88,10 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         dumps = {name: _classify(path, kp.vmlinux) for name, path in cores.items()}
     finally:
         kdump.remove_dumps(disk, *cores.values())
+    for name, res in dumps.items():
+        summary = [(s["class"], s["pages"]) for s in (res.doc or {}).get("summary", [])]
+        warnings = (res.doc or {}).get("warnings", [])
+        print(f"{kernel} {name}: rc {res.rc} {summary} warnings {warnings}")
     yield Run(kernel, live, dumps)
 
 

@@ -104,9 +104,8 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     kp = images.ensure_built(kernel)
     tmp = tmp_path_factory.mktemp(f"classify-{kernel}")
     timings: dict[str, float] = {}
-    with labvm(SCENARIO, kernel, project=True, name=f"test-classify-{kernel}") as vm:
-        t = time.monotonic()
-        vm.start()
+    t = time.monotonic()
+    with labvm(SCENARIO, kernel, project=True, name=f"test-classify-{kernel}") as vm:  # boots
         timings["boot"] = time.monotonic() - t
         observed = apply(vm, SCENARIO)[-1]
         problems = check_layout(observed, SCENARIO.stages[-1].layout)

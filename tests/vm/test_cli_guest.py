@@ -60,8 +60,7 @@ def guest(
     images.ensure_built(kernel)
     ko = groundtruth.build(kernel)
     tmp = tmp_path_factory.mktemp(f"cli-{kernel}")
-    with labvm(SCENARIO, kernel, project=True, name=f"test-cli-{kernel}") as vm:
-        vm.start()
+    with labvm(SCENARIO, kernel, project=True, name=f"test-cli-{kernel}") as vm:  # boots
         apply(vm, SCENARIO)
         r = vm.run(
             "setpriv --reuid=65534 --regid=65534 --clear-groups "

@@ -151,6 +151,7 @@ def test_mid_init_after_n_pages_exactly_the_pages_before_the_stop_are_initialise
     base = entry.facts["start_pfn"]
     pg = Object(prog, "struct dev_pagemap *", pgmap)
     first = base + int(pg.altmap.reserve) + int(pg.altmap.free)
+    print(f"mid-init: stopped at page {stop_pfn - first} after pfn_first (ignore {IGNORE})")
     # ignore N is not exact to the page under TCG (lab-notes §14): it may stop a few short.
     assert first + IGNORE - 16 <= stop_pfn <= first + IGNORE
     done = [_page_pgmap(pfn_to_page(prog, p)) == pgmap for p in range(first, stop_pfn + 64)]

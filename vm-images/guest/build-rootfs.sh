@@ -1,6 +1,7 @@
 #!/bin/bash
 # Build the lab's shared guest root image (ext4, no loop mounts).
 # Usage: build-rootfs.sh WORKDIR OUT_IMG WHEEL_DIR "PKG,PKG,..." "REQ REQ ..." [MIRROR]
+# $PYTHON: a host CPython with pip (default python3); it only unpacks the cp311 wheels.
 # Called by `python -m subsecinspect.lab.images build`; its hash is part of the cache key.
 set -euo pipefail
 work=$1 out=$2 wheels=$3 include=$4 reqs=$5 mirror=${6:-http://deb.debian.org/debian}
@@ -16,17 +17,17 @@ echo "rootfs: debootstrap $((SECONDS - s))s" >&2
 site=$root/usr/local/lib/python3.11/dist-packages
 mkdir -p "$site"
 # shellcheck disable=SC2086
-t python3 -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --root-user-action=ignore --no-index --find-links "$wheels" --target "$site" \
+t "${PYTHON:-python3}" -m pip install --quiet --disable-pip-version-check --no-warn-conflicts --root-user-action=ignore --no-index --find-links "$wheels" --target "$site" \
     --only-binary=:all: --python-version 3.11 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 $reqs
 rm -rf "$site/bin"
-cat > "$root/usr/local/bin/drgn" <<'PY'
-#!/usr/bin/python3
-import sys
-from drgn.cli import main
-sys.exit(main())
-PY
-chmod 0755 "$root/usr/local/bin/drgn"
+# The console scripts of drgn's wheel (entry points drgn.cli:_main, drgn.internal.crashcli:_main),
+# for Debian's /usr/bin/python3 (pip --target writes them for the host interpreter).
+for ep in drgn:drgn.cli drgn-crash:drgn.internal.crashcli; do
+    printf '#!/usr/bin/python3\nimport sys\nfrom %s import _main\nsys.exit(_main())\n' "${ep#*:}" \
+        > "$root/usr/local/bin/${ep%%:*}"
+    chmod 0755 "$root/usr/local/bin/${ep%%:*}"
+done
 
 # Mount points used by the guest init (kernel disk, project disk, scratch).
 mkdir -p "$root/lab/kernel" "$root/lab/project" "$root/usr/lib/debug" "$root/usr/src"

@@ -2,14 +2,14 @@
 # PID 1 of every lab guest (copied into the snapshot root by the initramfs as /sbin/lab-init).
 #
 # 1. mounts proc/sys/dev/tmpfs/debugfs/tracefs/bpffs, the per-kernel disk (LABEL=labkernel:
-#    modules, headers, vmlinux) and the optional project disk (LABEL=labproject);
+#    modules, headers, vmlinux) and the per-VM disk (LABEL=labproject: boot files, project);
 # 2. kdump capture kernel (/proc/vmcore exists): loads NO pmem module, runs the script named
 #    by `lab.capture=/path` on the kernel command line (stdout/stderr to ttyS1), powers off;
 # 3. otherwise loads the pmem modules, then
 #    batch mode  : runs the job in fw_cfg opt/lab/job, prints @@JOB-RC-<rc>@@ on ttyS1, powers off;
 #    interactive : serves commands on ttyS1 (protocol below) after printing @@READY@@.
 #
-# ttyS1 protocol (host: subsecinspect/lab/vm.py; guest: shell-server.py). Host -> guest,
+# ttyS1 protocol (host: subsecinspect/lab/channel.py; guest: shell-server.py). Host -> guest,
 # one line per command:
 #     <n> <base64 of a bash script>
 # Guest -> host, one frame per finished command (frames never interleave; commands run

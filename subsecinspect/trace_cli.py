@@ -1,0 +1,222 @@
+"""``subsecinspect trace``: live bcc probes on persistent-memory hotplug and PFN walkers.
+
+Seeds the unsafe PFN windows from a classification of the live kernel (unless
+``--no-seed``), loads ``bpf/subsec_trace.bpf.c``, and shows the hotplug timeline and the
+alarms (a walker handed a PFN whose struct page is not initialised) until ``-d`` seconds
+have passed, Ctrl-C or SIGTERM; then detaches every probe and prints a summary.
+Registered in :mod:`subsecinspect.cli` as the ``trace`` command. Imports neither bcc nor
+drgn at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections import deque
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.text import Text
+
+from subsecinspect.errors import OptionError, SubsecinspectError
+
+__all__ = ("leftover_kprobes", "seed_from_live", "trace")
+
+err = Console(stderr=True, soft_wrap=True)
+_STACK_LINES = 8
+
+
+def leftover_kprobes(pid: int) -> list[str]:
+    """kprobe_events lines that bcc created for ``pid`` (``p_<fn>_bcc_<pid>``) and still exist."""
+    for path in ("/sys/kernel/debug/tracing/kprobe_events", "/sys/kernel/tracing/kprobe_events"):
+        try:
+            with open(path) as f:
+                return [ln.strip() for ln in f if f"_bcc_{pid} " in ln or ln.strip().endswith(
+                    f"_bcc_{pid}")]
+        except OSError:
+            continue
+    return []
+
+
+def seed_from_live(vmlinux: str | None) -> tuple[list[Any], set[int], int, str]:
+    """Classify the live kernel and turn C1/C4/C4b/C5 ranges into windows.
+
+    :return: ``(windows, c1_sections, section_shift, release)``
+    """
+    from subsecinspect.classify import classify
+    from subsecinspect.kernel import read_snapshot
+    from subsecinspect.probes.windows import seed
+    from subsecinspect.target import open_target
+
+    prog, info = open_target(None, vmlinux)
+    snap = read_snapshot(prog, info)
+    shift = snap.kernel.section_size_bits - snap.kernel.page_shift
+    wins, c1 = seed(classify(snap).ranges, shift)
+    return wins, c1, shift, snap.kernel.release
+
+
+class _Stop:
+    """SIGINT/SIGTERM set a flag; the poll loop ends and the probes are detached."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def _handler(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def trace(
+    duration: Annotated[
+        float | None, typer.Option("-d", "--duration", help="stop after SECONDS (default: Ctrl-C)")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
+    print_bpf: Annotated[
+        bool, typer.Option("--print-bpf", help="print the exact C and -D flags, then exit")
+    ] = False,
+    seed: Annotated[
+        bool,
+        typer.Option("--seed/--no-seed", help="seed windows older than the tracer from a "
+                     "classification of the live kernel (drgn; needs debug info)"),
+    ] = True,
+    vmlinux: Annotated[
+        str | None, typer.Option("-s", "--vmlinux", help="vmlinux with debug info for --seed")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")] = False,
+) -> None:
+    """Trace persistent-memory hotplug and catch PFN walkers that touch uninitialised memmaps.
+
+    Examples:
+
+      subsecinspect trace                       # live view until Ctrl-C
+
+      subsecinspect trace -d 60 --json > t.jsonl  # one minute of JSON lines, summary last
+
+      subsecinspect trace --no-seed -d 10       # skip the drgn classification at start
+
+      subsecinspect trace --print-bpf           # the C program and flags that would be loaded
+    """
+    try:
+        code = _trace(duration, json_, print_bpf, seed, vmlinux)
+    except SubsecinspectError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        err.print(f"subsecinspect: error: {e}", markup=False, highlight=False)
+        raise typer.Exit(e.exit_code) from None
+    raise typer.Exit(code)
+
+
+def _trace(duration: float | None, json_: bool, print_bpf: bool, seed: bool,
+           vmlinux: str | None) -> int:
+    from subsecinspect.probes.subsec_trace import SubsecTrace
+    from subsecinspect.probes.timeline import Summary, event_record, event_text
+    from subsecinspect.probes.windows import WindowModel
+
+    if duration is not None and duration <= 0:
+        raise OptionError("-d/--duration must be positive")
+    if print_bpf:
+        sys.stdout.write(SubsecTrace().source())
+        return 0
+    wins: list[Any] = []
+    c1: set[int] = set()
+    shift = 15  # x86_64: SECTION_SIZE_BITS 27 - PAGE_SHIFT 12; replaced by the snapshot's
+    if seed:
+        t = time.monotonic()
+        wins, c1, shift, _ = seed_from_live(vmlinux)
+        err.print(f"trace: seeded {len(wins)} windows and {len(c1)} C1 sections from a live "
+                  f"classification in {time.monotonic() - t:.1f}s", highlight=False)
+    model = WindowModel.seeded(wins, c1, shift)
+    summary = Summary()
+    tracer = SubsecTrace(wins, c1)
+    recent: deque[str] = deque(maxlen=20)
+    alarms: deque[str] = deque(maxlen=6)
+    t0 = [0]
+    live_view = not json_ and sys.stdout.isatty()
+    out = Console(soft_wrap=True)
+
+    def emit(line: str | dict[str, Any]) -> None:
+        if isinstance(line, dict):
+            sys.stdout.write(json.dumps(line) + "\n")
+        else:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def on_event(ev: Any) -> None:
+        if not t0[0]:
+            t0[0] = ev.ts_ns
+        summary.add(ev)
+        change = model.apply(ev)
+        stack = tracer.stack(ev.kstack) if ev.kind.name == "WALKER" else None
+        if json_:
+            emit(event_record(ev, t0[0], change, stack))
+            return
+        line = event_text(ev, t0[0], change)
+        if stack:
+            line += "".join(f"\n      {fr}" for fr in stack[:_STACK_LINES])
+        if live_view:
+            (alarms if ev.kind.name == "WALKER" else recent).append(line)
+        else:
+            emit(line)
+
+    t_start = time.monotonic()
+    with _Stop() as stop:
+        report = tracer.start(on_event)
+        setup = time.monotonic() - t_start
+        err.print(f"trace: attached {len(report.attached)} probe points in {setup:.1f}s"
+                  f" (pid {os.getpid()})", highlight=False)
+        for fn, why in sorted(report.skipped.items()):
+            err.print(f"trace: not attached: {fn}: {why}", markup=False, highlight=False)
+        if json_:
+            emit({"type": "attach", "attached": report.attached, "skipped": report.skipped,
+                  "setup_s": round(setup, 2), "pid": os.getpid(),
+                  "seeded_windows": len(wins), "seeded_c1_sections": len(c1)})
+        end = None if duration is None else time.monotonic() + duration
+        try:
+            if live_view:
+                with Live(console=out, refresh_per_second=4) as live:
+                    while stop.signal is None and (end is None or time.monotonic() < end):
+                        tracer.poll(200)
+                        live.update(Group(
+                            Panel(Text("\n".join(recent)), title="hotplug timeline"),
+                            Panel(Text("\n".join(alarms)), title=f"alarms ({summary.alarms})"),
+                        ))
+            else:
+                while stop.signal is None and (end is None or time.monotonic() < end):
+                    tracer.poll(200)
+            tracer.poll(0)  # drain
+            stats = tracer.stats()
+            windows_now = len(tracer.current_windows())
+        finally:
+            tracer.close()
+    summary.lost = tracer.lost
+    left = leftover_kprobes(os.getpid())
+    extra = {"stats": stats, "windows_at_exit": windows_now, "kprobes_left": len(left),
+             "stopped_by": signal.Signals(stop.signal).name if stop.signal else "duration"}
+    rec = summary.record(extra)
+    if json_:
+        emit(rec)
+    else:
+        err.print(
+            f"trace: {rec['events']} events, {rec['alarms']} alarms, {rec['notes']} notes, "
+            f"{rec['lost_events']} lost; walker calls {stats['walker_calls']}, window hits "
+            f"{stats['window_hits']}; {len(left)} kprobes left; stopped by {extra['stopped_by']}",
+            highlight=False,
+        )
+    return 0
