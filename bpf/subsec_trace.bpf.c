@@ -709,8 +709,10 @@ static __always_inline int sections_event(struct pt_regs *ctx, u32 kind)
 	emit_lifecycle(ctx, &ev);
 	return 0;
 }
-int on_online_mem_sections(struct pt_regs *ctx) { return sections_event(ctx, SUBSEC_EV_ONLINE_SECTIONS); }
-int on_offline_mem_sections(struct pt_regs *ctx) { return sections_event(ctx, SUBSEC_EV_OFFLINE_SECTIONS); }
+int on_online_mem_sections(struct pt_regs *ctx)
+{ return sections_event(ctx, SUBSEC_EV_ONLINE_SECTIONS); }
+int on_offline_mem_sections(struct pt_regs *ctx)
+{ return sections_event(ctx, SUBSEC_EV_OFFLINE_SECTIONS); }
 
 /* int sparse_add_section(int nid, unsigned long pfn, unsigned long nr_pages,
  *                        struct vmem_altmap *altmap, struct dev_pagemap *pgmap) */
@@ -725,7 +727,8 @@ int on_sparse_add_section(struct pt_regs *ctx)
 	return 0;
 }
 
-/* void sparse_remove_section([struct mem_section *ms,] unsigned long pfn, unsigned long nr_pages, ...) */
+/* void sparse_remove_section([struct mem_section *ms,] unsigned long pfn,
+ *                            unsigned long nr_pages, ...) */
 int on_sparse_remove_section(struct pt_regs *ctx)
 {
 	struct subsec_event ev = {};
@@ -743,7 +746,8 @@ int on_sparse_remove_section(struct pt_regs *ctx)
 	return 0;
 }
 
-/* void remove_pfn_range_from_zone(struct zone *zone, unsigned long start_pfn, unsigned long nr_pages) */
+/* void remove_pfn_range_from_zone(struct zone *zone, unsigned long start_pfn,
+ *                                 unsigned long nr_pages) */
 int on_remove_pfn_range(struct pt_regs *ctx)
 {
 	struct subsec_event ev = {};

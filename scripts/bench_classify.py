@@ -9,8 +9,10 @@ Each measurement runs in its own subprocess; wall time and peak RSS come from ``
              bounded by --page-budget seconds and extrapolated to all device pages
   (d) crash  ``crash -s VMLINUX DUMP`` running ``kmem -n`` (dumps only; crash 8.0.2: 6.1 only)
   (e) classify  ``python -m subsecinspect classify TARGET -s VMLINUX --json``
+  (f) api    the same pipeline through the Python API (open_target, read_snapshot, classify,
+             render.jsondoc) without the CLI: shows what the CLI start-up (typer, rich) costs
 
-then the ratios e/a, e/b, c/e, d/e and the targets e <= 1.2 a, c/e >= 50, RSS(e) <= 1.5 RSS(a),
+then the ratios e/a, e/b, c/e, d/e (and f/a) and the targets e <= 1.2 a, c/e >= 50, RSS(e) <= 1.5 RSS(a),
 and a semantics check of e's classification: every namespace's data range is C2 (live: from
 ``ndctl list -N`` + /proc/iomem; dump: the declared layout of --scenario), and with --facts
 (the freeze.json of ``python -m subsecinspect.lab.scale dump``) the C4 frontier is exactly
@@ -69,9 +71,38 @@ def _stage(args: argparse.Namespace) -> dict[str, Any]:
         for start, end, _mem_map in for_each_valid_page_range(prog):
             n, pages = n + 1, pages + end - start
         out.update(walk_s=time.monotonic() - t1, ranges=n, pages=pages)
+    elif args.stage == "api":
+        out.update(_api(args))
     elif args.stage == "page":
         out.update(_page_walk(prog, json.loads(Path(args.ranges).read_text()), args.budget))
     return out
+
+
+def _api(args: argparse.Namespace) -> dict[str, Any]:
+    """(f) classify's pipeline through the Python API, without the CLI (typer, rich): what a
+    start-up-free ``classify --json`` would cost. Its own drgn load is in this child too."""
+    from subsecinspect import __version__
+    from subsecinspect.classify import classify
+    from subsecinspect.kernel import read_snapshot
+    from subsecinspect.render import jsondoc
+    from subsecinspect.target import open_target
+
+    t0 = time.monotonic()
+    prog, info = open_target(args.target, args.vmlinux)
+    t1 = time.monotonic()
+    snap = read_snapshot(prog, info)
+    t2 = time.monotonic()
+    cls = classify(snap)
+    t3 = time.monotonic()
+    text = jsondoc.dumps(jsondoc.classification_document(snap, cls, tool_version=__version__))
+    t4 = time.monotonic()
+    return {
+        "open_s": t1 - t0,
+        "read_snapshot_s": t2 - t1,
+        "classify_s": t3 - t2,
+        "render_s": t4 - t3,
+        "json_bytes": len(text),
+    }
 
 
 def _page_walk(prog: Any, ranges: list[list[int]], budget: float) -> dict[str, Any]:
@@ -280,8 +311,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ecmd = [sys.executable, "-m", "subsecinspect", "classify"]
     ecmd += [args.target] if args.target else []
     ecmd += (["-s", args.vmlinux] if args.vmlinux else []) + ["--json"]
-    best = _best({"a": _child(args, "load"), "b": _child(args, "range"), "e": ecmd}, args.repeat)
-    a, b, e = best["a"], best["b"], best["e"]
+    cmds = {"a": _child(args, "load"), "b": _child(args, "range"), "e": ecmd}
+    cmds["f"] = _child(args, "api")
+    best = _best(cmds, args.repeat)
+    a, b, e, f = best["a"], best["b"], best["e"], best["f"]
+    res["f_api"] = {**f, **_inner(f)}
     res["a_load"] = {**a, **_inner(a)}
     res["b_range_walk"] = {**b, **_inner(b)}
     if e["rc"] != 0:
@@ -312,7 +346,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ew, aw, bw = e["wall_s"], res["a_load"]["wall_s"], res["b_range_walk"]["wall_s"]
     cw = res["c_page_walk"]["extrapolated_s"]
     dw = res["d_crash"].get("wall_s") if "skipped" not in res["d_crash"] else None
-    res["ratios"] = {"e/a": ew / aw, "e/b": ew / bw, "c/e": cw / ew, "d/e": dw / ew if dw else None}
+    fw = res["f_api"]["wall_s"]
+    res["ratios"] = {
+        "f/a": fw / aw,
+        "e/a": ew / aw,
+        "e/b": ew / bw,
+        "c/e": cw / ew,
+        "d/e": dw / ew if dw else None,
+    }
     rss_ratio = e["rss_mib"] / res["a_load"]["rss_mib"]
     res["targets"] = {
         "e <= 1.2 a": ew <= 1.2 * aw,
@@ -351,6 +392,11 @@ def _print(res: dict[str, Any]) -> None:
             extra = (
                 f"  [struct_pages_read {st.get('struct_pages_read')}, read_ms {st.get('read_ms')}]"
             )
+        if key == "f":
+            extra = (
+                f"  [open {m['open_s']:.2f}s, read_snapshot {m['read_snapshot_s']:.2f}s, "
+                f"classify {m['classify_s']:.2f}s, render {m['render_s']:.2f}s]"
+            )
         if "walls_s" in m:
             extra += f"  runs {m['walls_s']}"
         print(f"({key}) {what:40s} {m['wall_s']:8.2f} s  {m['rss_mib']:7.1f} MiB{extra}")
@@ -380,7 +426,7 @@ def main() -> int:
     ap.add_argument("--crash", default="/usr/bin/crash")
     ap.add_argument("--scenario", help="scale scenario whose last layout the dump shows")
     ap.add_argument("--facts", help="freeze.json of python -m subsecinspect.lab.scale dump")
-    ap.add_argument("--stage", choices=("load", "range", "page"), help=argparse.SUPPRESS)
+    ap.add_argument("--stage", choices=("load", "range", "page", "api"), help=argparse.SUPPRESS)
     ap.add_argument("--ranges", help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=20.0, help=argparse.SUPPRESS)
     args = ap.parse_args()

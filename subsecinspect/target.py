@@ -9,6 +9,7 @@ OSRELEASE are checked against the file), truncated or unrecognised vmcores
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -239,6 +240,9 @@ def open_target(
     """
     import drgn
 
+    # drgn logs debug-info misses ("provided file ... did not match any loaded modules")
+    # to stderr; this function reports them itself, as one line.
+    logging.getLogger("drgn").setLevel(logging.CRITICAL)
     path = target or KCORE
     if vmlinux is not None and not os.path.isfile(vmlinux):
         raise DebugInfoError(f"vmlinux not found: {vmlinux}")

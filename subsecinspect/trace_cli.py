@@ -97,6 +97,11 @@ def trace(
     vmlinux: Annotated[
         str | None, typer.Option("-s", "--vmlinux", help="vmlinux with debug info for --seed")
     ] = None,
+    hot_walkers: Annotated[
+        bool,
+        typer.Option("--hot-walkers", help="also probe the per-PFN walkers pfn_to_online_page "
+                     "and stable_page_flags (slows /proc/kpageflags and compaction a lot)"),
+    ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")] = False,
 ) -> None:
     """Trace persistent-memory hotplug and catch PFN walkers that touch uninitialised memmaps.
@@ -109,10 +114,12 @@ def trace(
 
       subsecinspect trace --no-seed -d 10       # skip the drgn classification at start
 
+      subsecinspect trace --hot-walkers -d 30    # also check every pfn_to_online_page()
+
       subsecinspect trace --print-bpf           # the C program and flags that would be loaded
     """
     try:
-        code = _trace(duration, json_, print_bpf, seed, vmlinux)
+        code = _trace(duration, json_, print_bpf, seed, vmlinux, hot_walkers)
     except SubsecinspectError as e:
         if debug:
             import traceback
@@ -124,7 +131,7 @@ def trace(
 
 
 def _trace(duration: float | None, json_: bool, print_bpf: bool, seed: bool,
-           vmlinux: str | None) -> int:
+           vmlinux: str | None, hot_walkers: bool) -> int:
     from subsecinspect.probes.subsec_trace import SubsecTrace
     from subsecinspect.probes.timeline import Summary, event_record, event_text
     from subsecinspect.probes.windows import WindowModel
@@ -144,7 +151,7 @@ def _trace(duration: float | None, json_: bool, print_bpf: bool, seed: bool,
                   f"classification in {time.monotonic() - t:.1f}s", highlight=False)
     model = WindowModel.seeded(wins, c1, shift)
     summary = Summary()
-    tracer = SubsecTrace(wins, c1)
+    tracer = SubsecTrace(wins, c1, hot_walkers=hot_walkers)
     recent: deque[str] = deque(maxlen=20)
     alarms: deque[str] = deque(maxlen=6)
     t0 = [0]

@@ -16,6 +16,7 @@ import time
 
 from drgn import Program
 
+from subsecinspect.errors import ReadError
 from subsecinspect.kernel.features import build_kernel_info
 from subsecinspect.kernel.memmap import read_range_memmaps
 from subsecinspect.kernel.memory_blocks import read_memory_blocks
@@ -131,6 +132,12 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
     warnings += _check_complete_ranges(ki, sections, pgmaps)
     zones, w = read_zones(prog, ki)
     warnings += w
+    present_pages = sum(z.present_pages for z in zones)
+    if present_pages > 0 and not any(s.present for s in sections):
+        raise ReadError(
+            f"no present section in mem_section although the zones hold {present_pages} "
+            "present pages: the mem_section roots are damaged"
+        )
     warnings += check_zones_against_sections(ki, zones, sections)
     overrides, w = validate_page_flags_layout(reader, zones, sections, pgmaps)
     warnings += w

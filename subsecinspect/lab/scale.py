@@ -55,6 +55,7 @@ __all__ = (
     "NsSpec",
     "TiB",
     "create_step",
+    "device_base",
     "live_bench",
     "make_frozen_dump",
     "ns_layout",
@@ -62,6 +63,7 @@ __all__ = (
 )
 
 TiB = 1 << 40
+AMD_HT_START = 0xFD_0000_0000
 LABEL_SIZE = 128 * 1024
 QEMU_ARGS = ("-cpu", "max,phys-bits=44")
 LABELS = GuestStep(
@@ -80,20 +82,27 @@ def create_step(spec: NsSpec, timeout: float = 600.0) -> GuestStep:
     )
 
 
+def device_base(nvdimm: int) -> int:
+    """Where QEMU 7.2's pc machine puts the device-memory window holding ``nvdimm`` bytes.
+
+    At 4 GiB, unless the window would reach the AMD HyperTransport hole at 0xfd00000000 (the
+    TCG ``max`` CPU is AMD): then at 1 TiB (x86_update_above_4g_mem_start(), hw/i386/x86.c;
+    the guest shows ``fd00000000-ffffffffff : Reserved``). One GiB of alignment per slot.
+    """
+    return TiB if DEVICE_MEMORY_BASE + nvdimm + GiB > AMD_HT_START else DEVICE_MEMORY_BASE
+
+
 def ns_layout(nvdimm: int, mem: int, specs: tuple[NsSpec, ...]) -> Layout:
     """The layout after creating ``specs`` back to back on one NVDIMM of ``nvdimm`` bytes.
 
     devdax namespaces keep their head (info block, padding, map=dev memmap) and ``dax0.N``
     claims the data; fsdax namespaces are one iomem entry. Only RAM has memory blocks.
     """
-    window = (DEVICE_MEMORY_BASE, DEVICE_MEMORY_BASE + nvdimm - 1)
-    io = [
-        IomemEntry(
-            DEVICE_MEMORY_BASE, DEVICE_MEMORY_BASE + nvdimm - LABEL_SIZE - 1, "Persistent Memory"
-        )
-    ]
+    base = device_base(nvdimm)
+    window = (base, base + nvdimm - 1)
+    io = [IomemEntry(base, base + nvdimm - LABEL_SIZE - 1, "Persistent Memory")]
     nss = []
-    start = DEVICE_MEMORY_BASE
+    start = base
     for i, (name, mode, map_, raw) in enumerate(specs):
         off = data_offset(raw, map_)
         nss.append(Namespace(f"namespace0.{i}", mode, map_, raw - off, name))

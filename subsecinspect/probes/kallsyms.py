@@ -33,6 +33,10 @@ class ProbeSpec:
     why: str
     #: A missing lifecycle probe with ``required`` makes the tracer refuse to start.
     required: bool = False
+    #: Called once per PFN by the kernel's own walkers (/proc/kpageflags, compaction): a
+    #: kprobe+kretprobe there costs several times the walk itself under TCG, so these are
+    #: attached only on request (``--hot-walkers``).
+    hot: bool = False
 
 
 #: Every probe point of bpf/subsec_trace.bpf.c, in attach order (lifecycle first).
@@ -66,7 +70,7 @@ PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("remove_pfn_range_from_zone", "on_remove_pfn_range", None, "lifecycle",
               "memmap poisoned (DEBUG_VM) / stale"),
     ProbeSpec("pfn_to_online_page", "on_pfn_to_online_page", "on_pfn_to_online_page_ret",
-              "walker", "returns a page for an unsafe PFN (a function since v5.12)"),
+              "walker", "returns a page for an unsafe PFN (a function since v5.12)", hot=True),
     ProbeSpec("get_dev_pagemap", "on_get_dev_pagemap", "on_get_dev_pagemap_ret", "walker",
               "returns the live pgmap of C4/C5 PFNs"),
     ProbeSpec("pgmap_pfn_valid", "on_pgmap_pfn_valid", "on_pgmap_pfn_valid_ret", "walker",
@@ -80,7 +84,7 @@ PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("hwpoison_inject", "on_hwpoison_inject", None, "walker",
               "pfn_valid + pfn_to_page, no online check (module hwpoison_inject)"),
     ProbeSpec("stable_page_flags", "on_stable_page_flags", None, "walker",
-              "reads the struct page it is given"),
+              "reads the struct page it is given", hot=True),
     ProbeSpec("dump_page", "on_dump_page", None, "walker", "reads the struct page it is given"),
     ProbeSpec("kpageflags_read", "on_kpageflags_read", None, "walker",
               "/proc/kpageflags range (note only)"),
@@ -146,9 +150,12 @@ def _blacklisted(blacklist: str) -> set[str]:
 
 
 def plan(
-    kallsyms: str, blacklist: str = "", specs: tuple[ProbeSpec, ...] = PROBES
+    kallsyms: str, blacklist: str = "", specs: tuple[ProbeSpec, ...] = PROBES, hot: bool = False
 ) -> tuple[list[Planned], list[Skipped]]:
-    """Decide, per probe, the symbol to attach to or why it is skipped."""
+    """Decide, per probe, the symbol to attach to or why it is skipped.
+
+    :param hot: also attach the per-PFN walkers (:attr:`ProbeSpec.hot`).
+    """
     syms = symbols(kallsyms)
     black = _blacklisted(blacklist)
     planned: list[Planned] = []
@@ -160,6 +167,9 @@ def plan(
             if spec.function == "pfn_to_online_page":
                 why = "no symbol: a macro before v5.12; kpage*_read/stable_page_flags carry it"
             skipped.append(Skipped(spec, why))
+            continue
+        if spec.hot and not hot:
+            skipped.append(Skipped(spec, "per-PFN hot path, off by default (--hot-walkers)"))
             continue
         usable = [(n, m) for n, m in cands if n not in black]
         if not usable:

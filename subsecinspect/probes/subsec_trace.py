@@ -106,7 +106,9 @@ class SubsecTrace:
         c1_sections: set[int] | None = None,
         max_windows: int = 64,
         kallsyms_text: str | None = None,
+        hot_walkers: bool = False,
     ) -> None:
+        self.hot_walkers = hot_walkers
         self.windows = list(windows or [])
         self.c1_sections = set(c1_sections or ())
         self.max_windows = max_windows
@@ -139,7 +141,8 @@ class SubsecTrace:
         if self.kallsyms_text and not re.search(r"^0*[1-9a-f]", self.kallsyms_text, re.M):
             raise ProbeError("/proc/kallsyms shows no addresses (run as root)")
         planned, skipped = kallsyms.plan(
-            self.kallsyms_text, _read("/sys/kernel/debug/kprobes/blacklist")
+            self.kallsyms_text, _read("/sys/kernel/debug/kprobes/blacklist"),
+            hot=self.hot_walkers,
         )
         for s in skipped:
             self.report.skipped[s.spec.function] = s.reason
@@ -184,7 +187,11 @@ class SubsecTrace:
         return self.report
 
     def _seed(self) -> None:
-        slots, bounds = map_contents(self.windows, self.max_windows)
+        try:
+            slots, bounds = map_contents(self.windows, self.max_windows)
+        except ValueError as e:
+            self.close()
+            raise ProbeError(f"cannot seed the BPF windows map: {e}") from None
         wins = self._bpf["windows"]
         for i, w in enumerate(slots):
             if w is None:

@@ -31,8 +31,16 @@ def test_symbols_handles_clones_modules_and_data() -> None:
     assert "vmemmap_base" not in s  # data, not text
 
 
+def test_hot_walkers_only_on_request() -> None:
+    _, skipped = plan(K_6_12)
+    why = {s.spec.function: s.reason for s in skipped}
+    assert "--hot-walkers" in why["pfn_to_online_page"]
+    planned, _ = plan(K_6_12, hot=True)
+    assert "pfn_to_online_page" in {p.spec.function for p in planned}
+
+
 def test_plan_6_12() -> None:
-    planned, skipped = plan(K_6_12)
+    planned, skipped = plan(K_6_12, hot=True)
     got = {p.spec.function: p.symbol for p in planned}
     assert got["pfn_to_online_page"] == "pfn_to_online_page"
     assert got["hwpoison_inject"] == "hwpoison_inject"
@@ -41,14 +49,14 @@ def test_plan_6_12() -> None:
 
 
 def test_plan_5_10_reports_the_macro() -> None:
-    _, skipped = plan(K_5_10)
+    _, skipped = plan(K_5_10, hot=True)
     why = {s.spec.function: s.reason for s in skipped}
     assert "macro before v5.12" in why["pfn_to_online_page"]
 
 
 def test_plan_clone_and_blacklist() -> None:
     k = K_6_12 + "ffffffff8123f000 t dump_page.isra.0\n"
-    planned, skipped = plan(k, "0xffffffff81239000-0xffffffff81239100\tget_dev_pagemap\n")
+    planned, skipped = plan(k, "0xffffffff81239000-0xffffffff81239100\tget_dev_pagemap\n", hot=True)
     p = {x.spec.function: x for x in planned}
     assert p["dump_page"].symbol == "dump_page.isra.0" and p["dump_page"].clone
     assert not p["memremap_pages"].clone

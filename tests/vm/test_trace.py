@@ -39,7 +39,7 @@ BAD_WALKER = Path(__file__).resolve().parents[1] / "kmod" / "bad_walker"
 PFN_A = 0x100000  # namespace A: the first 192M of the region at 0x100000000
 PFN_B = 0x10C000  # namespace B: right after A
 NS_PAGES = 192 * 256
-TRACE = "python3 -m subsecinspect trace --seed --json -d 1200"
+TRACE = "python3 -m subsecinspect trace --seed --hot-walkers --json -d 1200"
 LABELS = "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all"
 
 
@@ -105,7 +105,8 @@ def _run_session(vm: Any, kernel: str, ko: Path) -> Session:
     for _ in range(400):
         if vm.run("grep -q '\"attach\"' /tmp/t.jsonl", timeout=30).rc == 0:
             break
-        if vm.run("kill -0 $(cat /tmp/t.pid)", timeout=30).rc != 0:
+        # (the pid file appears a moment after send(): no pid file yet is not an exit)
+        if vm.run("[ ! -s /tmp/t.pid ] || kill -0 $(cat /tmp/t.pid)", timeout=30).rc != 0:
             pytest.fail("tracer exited early:\n" + vm.run("cat /tmp/t.err").stdout)
         time.sleep(2)
     t["seed_compile_attach_s"] = time.monotonic() - t0
@@ -173,7 +174,8 @@ def _ns_range(iomem: str, name: str) -> tuple[int, int]:
 
 def test_attach_report(session: Session) -> None:
     a = session.attach
-    for fn in ("memremap_pages", "memmap_init_zone_device", "memunmap_pages", "get_dev_pagemap"):
+    for fn in ("memremap_pages", "memmap_init_zone_device", "memunmap_pages", "get_dev_pagemap",
+               "stable_page_flags"):  # --hot-walkers
         assert fn in a["attached"], a
     assert set(a["attached"]).isdisjoint(a["skipped"])
     assert all(why for why in a["skipped"].values())
