@@ -12,11 +12,11 @@ Each measurement runs in its own subprocess; wall time and peak RSS come from ``
   (f) api    the same pipeline through the Python API (open_target, read_snapshot, classify,
              render.jsondoc) without the CLI: shows what the CLI start-up (typer, rich) costs
 
-then the ratios e/a, e/b, c/e, d/e (and f/a) and the targets e <= 1.2 a, c/e >= 50, RSS(e) <= 1.5 RSS(a),
-and a semantics check of e's classification: every namespace's data range is C2 (live: from
-``ndctl list -N`` + /proc/iomem; dump: the declared layout of --scenario), and with --facts
-(the freeze.json of ``python -m subsecinspect.lab.scale dump``) the C4 frontier is exactly
-``page_to_pfn`` of the page gdb stopped at.
+then the ratios e/a, e/b, c/e, d/e (and f/a), the targets e <= 1.2 a, c/e >= 50 and
+RSS(e) <= 1.5 RSS(a), and a semantics check of e's classification: every namespace's data
+range is C2 (live: from ``ndctl list -N`` + /proc/iomem; dump: the declared layout of
+--scenario), and with --facts (the freeze.json of ``python -m subsecinspect.lab.scale dump``)
+the C4 frontier is exactly ``page_to_pfn`` of the page gdb stopped at.
 
     python3 scripts/bench_classify.py DUMP -s VMLINUX --scenario scale-dump --facts F.json
     python3 scripts/bench_classify.py            # live, in a lab guest (/proc/kcore)
@@ -60,6 +60,8 @@ def _open(target: str | None, vmlinux: str | None) -> Any:
 
 
 def _stage(args: argparse.Namespace) -> dict[str, Any]:
+    if args.stage == "api":
+        return _api(args)
     t0 = time.monotonic()
     prog = _open(args.target, args.vmlinux)
     out: dict[str, Any] = {"load_s": time.monotonic() - t0}
@@ -71,8 +73,6 @@ def _stage(args: argparse.Namespace) -> dict[str, Any]:
         for start, end, _mem_map in for_each_valid_page_range(prog):
             n, pages = n + 1, pages + end - start
         out.update(walk_s=time.monotonic() - t1, ranges=n, pages=pages)
-    elif args.stage == "api":
-        out.update(_api(args))
     elif args.stage == "page":
         out.update(_page_walk(prog, json.loads(Path(args.ranges).read_text()), args.budget))
     return out
@@ -373,6 +373,7 @@ def _print(res: dict[str, Any]) -> None:
         ("c", "c_page_walk", "drgn per-page walk of device ranges"),
         ("d", "d_crash", "crash kmem -n"),
         ("e", "e_classify", "subsecinspect classify --json"),
+        ("f", "f_api", "same pipeline via the API, no CLI"),
     )
     for key, name, what in rows:
         m = res[name]

@@ -21,17 +21,32 @@ Decisions, in order, for one PFN:
    unreadable → CORRUPT. A PFN claimed by two pgmaps, or lying in a pgmap's
    xarray span but in none of its ranges (or in a pgmap the reader could not
    read, type "UNREADABLE") → CORRUPT.
-1. Subsection bit clear: pgmap registered → C4 (C4b if its ref is dying);
-   early section → EARLY_HOLE; otherwise C3.
-2. No pgmap: ONLINE section → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block
-   state in the evidence). ONLINE and EARLY flags never decide ZONE_DEVICE PFNs.
-3. Pgmap: range 0 with a valid altmap: ``[base, base+reserve)`` → C5 (pure
+1. Subsection map unavailable (``subsection_map`` None: usage unreadable or
+   excluded from the dump) in a non-early section: the subsection state is
+   unknown, not "clear". A pgmap range that is complete (index < nr_range)
+   with a live ref implies ``sparse_add_section()`` ran, so steps 3-4 decide
+   as if the bit were set, with evidence ``subsection_map="unavailable"``;
+   C2 (and C5b) left without a confidence become ``unverified``. Anywhere
+   else in such a section (no pgmap, range in progress, ref dying, no
+   nr_range) → CORRUPT "subsection map unavailable".
+2. Subsection bit clear: pgmap registered → C4 (C4b if its ref is dying),
+   except in a complete range with a live ref → CORRUPT "subsection bit clear
+   in a complete range" (impossible in a healthy kernel: ``sparse_add_section()``
+   runs before ``nr_range++``, teardown kills the ref first); early section →
+   EARLY_HOLE; otherwise C3.
+3. No pgmap: ONLINE section → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block
+   state in the evidence). ONLINE and EARLY flags never decide ZONE_DEVICE
+   PFNs. If the reader could not read all of ``pgmap_array``
+   (``stats["pgmap_array_unreadable_nodes"]`` > 0), a !ONLINE PFN that no
+   memory block covers → CORRUPT "pgmap_array unreadable" (ZONE_DEVICE never
+   gets memory blocks, so it may belong to a lost pgmap).
+4. Pgmap: range 0 with a valid altmap: ``[base, base+reserve)`` → C5 (pure
    arithmetic, even during teardown); then ref dying → C4b; ``[base+reserve,
    base+reserve+free)`` → C5b if the altmap-free fingerprint says "lru_self",
    C4 if it says "other"; data pages ``[pfn_first, end)`` → C2 below the
    initialised frontier, C4 from it on.
-4. MEMMAP_UNREADABLE / MEMMAP_NOT_CAPTURED replace exactly the classes of step
-   3 that depend on struct page contents (C2, C4-by-frontier, C5b; see
+5. MEMMAP_UNREADABLE / MEMMAP_NOT_CAPTURED replace exactly the classes of step
+   4 that depend on struct page contents (C2, C4-by-frontier, C5b; see
    :data:`~subsecinspect.pageclass.MEMMAP_DEPENDENT`) when the reader marked that
    PFN's struct page unreadable / not captured; the evidence key
    ``lifecycle_class`` says what ``nr_range`` alone implies (C2 or C5b for a
@@ -143,27 +158,60 @@ def _lifecycle(pg: DevPagemap, rng: PgmapRange) -> tuple[bool | None, str]:
     return False, "range still initialising"
 
 
+def _complete_and_live(pg: DevPagemap, rng: PgmapRange) -> bool:
+    """Range registered and finished (index < nr_range, ≥ v5.10) and ref not killed.
+
+    ``pagemap_range()`` calls ``sparse_add_section()`` before ``nr_range++``, and
+    ``memunmap_pages()`` kills the ref before ``section_deactivate()``; so such a
+    range's subsections must be active.
+    """
+    return pg.nr_range >= 0 and rng.index < pg.nr_range and not pg.ref_dying
+
+
 def _decide_unpopulated(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
-    """§4.3 step 3: the subsection bit is clear (or the map is unavailable)."""
+    """§4.3 step 3: the subsection bit is clear."""
     hit = ix.hit(pfn)
-    no_map = "unavailable" if sec.subsection_map is None else None
     if hit is not None and len(hit.claims) == 1:
         pg, rng = hit.claims[0]
         ev = _pg_evidence(pg, rng)
         if pg.ref_dying:
             reason = "subsection cleared, pgmap still in pgmap_array (teardown)"
-            return (PageClass.C4b_DEV_TEARDOWN,
-                    evidence_items(**ev, reason=reason, subsection_map=no_map), None)
+            return PageClass.C4b_DEV_TEARDOWN, evidence_items(**ev, reason=reason), None
+        if rng is not None and _complete_and_live(pg, rng):
+            return (PageClass.CORRUPT,
+                    evidence_items(**ev, reason="subsection bit clear in a complete range"),
+                    None)
         reason = "pgmap registered, subsection not active yet"
-        return (PageClass.C4_DEV_INITIALISING,
-                evidence_items(**ev, reason=reason, subsection_map=no_map), None)
+        return PageClass.C4_DEV_INITIALISING, evidence_items(**ev, reason=reason), None
     if sec.early:
         return (PageClass.EARLY_HOLE,
                 evidence_items(reason="early section, subsection not populated at boot"), None)
     hosts = sec.taint_zone_device or sec.section_nr in ix.pgmap_sections
     return (PageClass.C3_SUBSECTION_GAP,
-            evidence_items(section_hosts_zone_device=True if hosts else None,
-                           subsection_map=no_map), None)
+            evidence_items(section_hosts_zone_device=True if hosts else None), None)
+
+
+def _decide_map_unavailable(ix: SnapshotIndex, pfn: int) -> _Decision:
+    """Non-early section whose ``subsection_map`` is unavailable: state unknown.
+
+    Only the pgmap lifecycle can stand in for the bit: a complete range with a
+    live ref was populated by ``sparse_add_section()`` (decided as if the bit
+    were set, C2/C5b at most ``unverified``). Anything else is CORRUPT.
+    """
+    hit = ix.hit(pfn)
+    if hit is not None and len(hit.claims) == 1:
+        pg, rng = hit.claims[0]
+        if rng is not None and _complete_and_live(pg, rng):
+            cls, ev, conf = _decide_device(ix, pg, rng, pfn)
+            if conf is None and cls in (PageClass.C2_DEV_VALID, PageClass.C5b_DEV_ALTMAP_MEMMAP):
+                conf = Confidence.UNVERIFIED
+            return cls, evidence_items(**dict(ev), subsection_map="unavailable"), conf
+        return (PageClass.CORRUPT,
+                evidence_items(**_pg_evidence(pg, rng), reason="subsection map unavailable",
+                               subsection_map="unavailable"), None)
+    return (PageClass.CORRUPT,
+            evidence_items(reason="subsection map unavailable", subsection_map="unavailable"),
+            None)
 
 
 def _decide_ram(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
@@ -174,6 +222,10 @@ def _decide_ram(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
         return PageClass.ONLINE_RAM, evidence_items(block_state=state), None
     if block is not None:
         state = block.state
+    elif ix.snapshot.stat("pgmap_array_unreadable_nodes") > 0:
+        # ZONE_DEVICE never gets a memory block: this may be a lost pgmap's range.
+        return (PageClass.CORRUPT,
+                evidence_items(reason="pgmap_array unreadable", block_state="none"), None)
     else:
         state = "none (add_memory in progress)" if ix.have_blocks else "unknown"
     return PageClass.C1_OFFLINE_RAM, evidence_items(block_state=state), None
@@ -299,6 +351,8 @@ def _decide(ix: SnapshotIndex, pfn: int) -> _Decision:
         reason = ("dev_pagemap unreadable" if pg.type == "UNREADABLE"
                   else "pgmap_array entry outside the pgmap's ranges")
         return (PageClass.CORRUPT, evidence_items(reason=reason, pgmap=f"{pg.address:#x}"), None)
+    if sec.subsection_map is None:
+        return _decide_map_unavailable(ix, pfn)
     if not ix.subsection_bit(sec, pfn):
         return _decide_unpopulated(ix, sec, pfn)
     if hit is None:

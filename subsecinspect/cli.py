@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from subsecinspect import __version__
+from subsecinspect import __version__, trace_cli
 from subsecinspect.errors import EXIT_CODES, OptionError, SubsecinspectError, TargetError
 from subsecinspect.snapshot import (
     Snapshot,
@@ -360,9 +360,12 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
+# `subsecinspect trace` lives in trace_cli.py (bcc is imported only when it runs).
+app.command("trace")(trace_cli.trace)
+
+
 def main() -> None:
     """Entry point (``subsecinspect`` and ``python -m subsecinspect``)."""
     with contextlib.suppress(ValueError):  # not in the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
     app()
-app.command("trace")(__import__("subsecinspect.trace_cli").trace_cli.trace)

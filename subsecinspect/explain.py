@@ -68,6 +68,9 @@ def _section_step(ix: SnapshotIndex, pfn: int) -> ExplainStep:
         items.append(("in_flux", True))
     if sec.subsection_map is None:
         items.append(("subsection_map", "unavailable"))
+        items.append(("note", "usage unreadable in an early section: CORRUPT" if sec.early else
+                      "subsection state unknown: only a complete pgmap range with a live ref "
+                      "vouches for it (sparse_add_section ran); elsewhere CORRUPT"))
     else:
         n = bin(sec.subsection_map & ((1 << nsub) - 1)).count("1")
         items.append(("subsection_map", "FULL" if n == nsub else f"PARTIAL {n}/{nsub}"))
@@ -95,7 +98,14 @@ def _block_step(ix: SnapshotIndex, pfn: int) -> ExplainStep | None:
 def _pgmap_steps(ix: SnapshotIndex, pfn: int) -> list[ExplainStep]:
     hit = ix.hit(pfn)
     if hit is None:
-        return [ExplainStep("dev_pagemap", (("pgmap_array", "no entry"),))]
+        lost = ix.snapshot.stat("pgmap_array_unreadable_nodes")
+        if not lost:
+            return [ExplainStep("dev_pagemap", (("pgmap_array", "no entry"),))]
+        return [ExplainStep("dev_pagemap", (
+            ("pgmap_array", "no entry found"), ("pgmap_array_unreadable_nodes", lost),
+            ("note", "pgmap_array partly unreadable: a !ONLINE PFN without a memory block "
+                     "may belong to a lost pgmap (CORRUPT)")))]
+    sec = ix.section(pfn)
     steps = []
     for pg, rng in hit.claims:
         items: list[tuple[str, EvidenceValue]] = [
@@ -109,6 +119,11 @@ def _pgmap_steps(ix: SnapshotIndex, pfn: int) -> list[ExplainStep]:
                       ("range_end_pfn", rng.end_pfn),
                       ("range_state", "complete" if pg.nr_range < 0 or rng.index < pg.nr_range
                        else "in progress (index >= nr_range)")]
+            live_complete = 0 <= rng.index < pg.nr_range and not pg.ref_dying
+            if live_complete and sec is not None and sec.subsection_map is not None \
+                    and not ix.subsection_bit(sec, pfn):
+                items.append(("note", "subsection bit clear in a complete range with a live "
+                                      "ref: impossible in a healthy kernel (CORRUPT)"))
         steps.append(ExplainStep(f"dev_pagemap {pg.address:#x}", tuple(items)))
         if rng is not None:
             steps += _altmap_and_memmap(ix, pg, rng, pfn)

@@ -52,7 +52,7 @@ class SnapshotFormatError(ValueError):
     """A saved snapshot does not match :data:`SNAPSHOT_FORMAT`'s shape."""
 
 
-class MemmapStatus(str, enum.Enum):
+class MemmapStatus(enum.StrEnum):
     """Whether the struct pages of a PFN span could be read from the target."""
 
     #: The struct pages were read.
@@ -379,7 +379,8 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
             return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise SnapshotFormatError(f"{where}: expected {len(args)} items")
-        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_decode(a, v, f"{where}[{i}]") for i, (a, v) in pairs)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)

@@ -18,6 +18,12 @@ QEMU's TCG CPU has 40 physical-address bits by default, which ends below 1 TiB +
 :func:`scale_labvm` adds :data:`QEMU_ARGS` (``-cpu max,phys-bits=44``, the last ``-cpu`` wins).
 ``maxmem`` is LabVM's default, RAM + NVDIMMs. ``map=mem`` namespaces take 64 B of guest RAM per
 4 KiB page (1/64): the 6 GiB of ``map=mem`` in :data:`SCALE_TIB` cost 97 MiB of its 2 GiB.
+With a 1 TiB window QEMU skips the AMD HyperTransport hole and puts the NVDIMM at 1 TiB
+(:func:`device_base`).
+
+``python -m subsecinspect.lab.scale dump OUTDIR [IGNORE]`` makes the frozen dump;
+``python -m subsecinspect.lab.scale live-bench OUT.json [SCENARIO] [BENCH ARGS]`` runs
+scripts/bench_classify.py in a guest of the scenario (default ``scale-tib``).
 """
 
 from __future__ import annotations
@@ -226,7 +232,12 @@ def make_frozen_dump(outdir: Path, kernel: str = "6.1", ignore: int = 3000) -> d
             diffs = check_layout(apply_stage(vm, st), st.layout)
             if diffs:
                 raise RuntimeError(f"stage {st.name}: {diffs}")
-        run = freeze.mid_init(_LongQmp(vm), kp.vmlinux, FREEZE_LARGE.command, outdir, ignore)
+        try:
+            run = freeze.mid_init(_LongQmp(vm), kp.vmlinux, FREEZE_LARGE.command, outdir, ignore)
+        except BaseException:
+            for f in outdir.glob("mid-*.vmcore"):  # 18 GB each: never leave them behind
+                f.unlink(missing_ok=True)
+            raise
         after = check_layout(
             apply_stage(vm, Stage("frozen", (), SCALE_DUMP.stages[2].layout)),
             SCALE_DUMP.stages[2].layout,

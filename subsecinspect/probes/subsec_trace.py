@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +43,19 @@ _HDR = "subsec_trace.h"
 
 
 def bpf_dir() -> Path:
-    """Where the BPF C sources are: ``$SUBSECINSPECT_BPF_DIR`` or ``bpf/`` of this checkout."""
+    """Where the BPF C sources are.
+
+    ``$SUBSECINSPECT_BPF_DIR``, else ``bpf/`` of this checkout (editable installs, the lab's
+    project disk), else ``<prefix>/share/subsecinspect/bpf`` where a wheel installs them
+    (pyproject.toml ``[tool.setuptools.data-files]``).
+    """
     env = os.environ.get("SUBSECINSPECT_BPF_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "bpf"
+    checkout = Path(__file__).resolve().parents[2] / "bpf"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "subsecinspect" / "bpf"
 
 
 def _read(path: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from subsecinspect.fingerprint import zone_device_memmap_initialised
 from subsecinspect.pageclass import Confidence, PageClass
-from subsecinspect.snapshot import MemmapStatus, Snapshot
+from subsecinspect.snapshot import DevPagemap, MemmapStatus, PgmapRange, Snapshot
 
 __all__ = ("oracle_end_pfn", "reference_class")
 
@@ -70,15 +70,44 @@ def reference_class(snap: Snapshot, pfn: int) -> tuple[PageClass, Confidence | N
             return P.CORRUPT, None, tag
     smap = sec.subsection_map
     idx = (pfn % pps) // k.pages_per_subsection
-    if smap is None or not (smap >> idx) & 1:
+    # A finished range (nr_range counts it) whose ref is still live: sparse_add_section()
+    # has run for it and section_deactivate() has not.
+    finished_live = (pg is not None and rng is not None and not pg.ref_dying
+                     and 0 <= rng.index < pg.nr_range)
+    if smap is None:  # non-early here: state unknown, only a finished live range vouches
+        if not finished_live:
+            return P.CORRUPT, None, tag
+        cls, conf, tag = _device(snap, pfn, pg, rng)
+        if conf is None and cls in (P.C2_DEV_VALID, P.C5b_DEV_ALTMAP_MEMMAP):
+            conf = UNV
+        return cls, conf, tag
+    if not (smap >> idx) & 1:
         if pg is not None:
-            return (P.C4b_DEV_TEARDOWN if pg.ref_dying else P.C4_DEV_INITIALISING), None, tag
+            if pg.ref_dying:
+                return P.C4b_DEV_TEARDOWN, None, tag
+            if finished_live:
+                return P.CORRUPT, None, tag
+            return P.C4_DEV_INITIALISING, None, tag
         if "IS_EARLY" in sec.flags:
             return P.EARLY_HOLE, None, None
         return P.C3_SUBSECTION_GAP, None, None
     if pg is None:
-        return (P.ONLINE_RAM if "IS_ONLINE" in sec.flags else P.C1_OFFLINE_RAM), None, None
+        if "IS_ONLINE" in sec.flags:
+            return P.ONLINE_RAM, None, None
+        in_block = any(b.start_section_nr <= sec.section_nr < b.start_section_nr + b.nr_sections
+                       for b in snap.memory_blocks)
+        if not in_block and dict(snap.stats).get("pgmap_array_unreadable_nodes", 0) > 0:
+            return P.CORRUPT, None, None
+        return P.C1_OFFLINE_RAM, None, None
     assert rng is not None
+    return _device(snap, pfn, pg, rng)
+
+
+def _device(snap: Snapshot, pfn: int, pg: DevPagemap, rng: PgmapRange
+            ) -> tuple[PageClass, Confidence | None, str | None]:
+    """A PFN of pgmap range *rng* whose subsection is (taken as) active."""
+    k = snap.kernel
+    tag = f"{pg.address:#x}"
     alt = pg.altmap
     on_alt = alt.valid and rng.index == 0
     if on_alt and alt.base_pfn <= pfn < alt.base_pfn + alt.reserve:

@@ -136,7 +136,16 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
                     state=draw(st.sampled_from(["online", "offline", "going-online"])))
         for nr in nrs if draw(st.booleans())
     )
+    if draw(st.integers(0, 4)) == 0:  # a dev_pagemap the reader could not read: spans only
+        a = draw(st.integers(0, SPAN - 1))
+        b = draw(st.integers(a, min(a + 2 * PPS, SPAN - 1)))
+        pgmaps.append(DevPagemap(address=0xFFFF888000200000, type="UNREADABLE", flags=0,
+                                 nr_range=0, ranges=(), altmap=Altmap(0, 0, 0, 0, 0, 0, False),
+                                 vmemmap_shift=0, ref_dying=False, xa_spans=((a, b),)))
     zones = (ZoneSpan(0, "Device", 4, 0, SPAN, 0),) if draw(st.booleans()) else ()
+    # Readers count pgmap_array xarray nodes they could not read (e.g. makedumpfile -d 31).
+    lost = draw(st.sampled_from([0, 0, 1]))
+    stats = (("pgmap_array_unreadable_nodes", lost),) if lost else ()
     return Snapshot(kernel=SMALL_KERNEL, target=TargetInfo("vmcore", "/synthetic", "elf"),
                     sections=sections, pgmaps=tuple(pgmaps), memory_blocks=blocks,
-                    zones=zones, memmaps=tuple(memmaps))
+                    zones=zones, memmaps=tuple(memmaps), stats=stats)
