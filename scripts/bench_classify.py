@@ -423,7 +423,7 @@ def main() -> int:
     ap.add_argument("-s", "--vmlinux")
     ap.add_argument("--json", action="store_true", help="print one JSON document")
     ap.add_argument("--page-budget", type=float, default=20.0, help="seconds for (c)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of (a), (b), (e); min is kept")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of (a), (b), (e), (f); min is kept")
     ap.add_argument("--crash", default="/usr/bin/crash")
     ap.add_argument("--scenario", help="scale scenario whose last layout the dump shows")
     ap.add_argument("--facts", help="freeze.json of python -m subsecinspect.lab.scale dump")

@@ -39,7 +39,14 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+# Reinstall only when pyproject.toml changed (the stamp holds its hash).
+stamp=.venv/.subsecinspect-pyproject.sha256
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' >&2 || true
+  .venv/bin/python -c 'import subsecinspect, drgn, rich, typer, pytest, hypothesis'
+  echo "$want" > "$stamp"
+fi
 .venv/bin/python -c 'import drgn, rich, typer' 
 echo "setup-host: ok ($(.venv/bin/python -c 'import drgn; print("drgn", drgn.__version__)'))" >&2

@@ -76,7 +76,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import pairwise
 
-from subsecinspect.fingerprint import zone_device_memmap_initialised
 from subsecinspect.pageclass import (
     Classification,
     ClassRange,
@@ -84,6 +83,12 @@ from subsecinspect.pageclass import (
     EvidenceValue,
     PageClass,
     evidence_items,
+)
+from subsecinspect.rangestate import (
+    complete_and_live,
+    data_first_pfn,
+    effective_frontier,
+    range_lifecycle,
 )
 from subsecinspect.snapindex import SnapshotIndex
 from subsecinspect.snapshot import DevPagemap, MemmapStatus, PgmapRange, Section, Snapshot
@@ -107,65 +112,12 @@ _UNREADABLE = {
 }
 
 
-def data_first_pfn(pg: DevPagemap, rng: PgmapRange) -> int:
-    """``pfn_first()``: range start, plus ``vmem_altmap_offset()`` for range 0 with an altmap."""
-    if rng.index == 0 and pg.altmap.valid:
-        return rng.start_pfn + pg.altmap.reserve + pg.altmap.free
-    return rng.start_pfn
-
-
-def effective_frontier(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange) -> int | None:
-    """First data PFN whose memmap is known not to be initialised (§4.3 step 4).
-
-    The reader's ``frontier_pfn`` if set; else the lowest failing fingerprint
-    sample among the data pages, or the range end if samples exist and all
-    pass; ``None`` without evidence.
-    """
-    key = ("frontier", pg.address, rng.index)
-    if key in ix.memo:
-        return ix.memo[key]  # type: ignore[no-any-return]
-    mm = ix.memmap(pg, rng)
-    frontier: int | None = None
-    if mm is not None and mm.frontier_pfn is not None:
-        frontier = mm.frontier_pfn
-    elif mm is not None:
-        first = data_first_pfn(pg, rng)
-        samples = [s for s in mm.samples if first <= s.pfn < rng.end_pfn]
-        failing = [
-            s.pfn for s in samples
-            if not zone_device_memmap_initialised(s, pg, ix.kernel, ix.snapshot.zones)
-        ]
-        if samples:
-            frontier = min(failing, default=rng.end_pfn)
-    ix.memo[key] = frontier
-    return frontier
-
-
 def _pg_evidence(pg: DevPagemap, rng: PgmapRange | None) -> dict[str, EvidenceValue | None]:
     return {
         "pgmap": f"{pg.address:#x}",
         "pgmap_type": pg.type,
         "range_index": None if rng is None else rng.index,
     }
-
-
-def _lifecycle(pg: DevPagemap, rng: PgmapRange) -> tuple[bool | None, str]:
-    """(complete?, text) from ``nr_range`` (≥ v5.10); ``None`` before."""
-    if pg.nr_range < 0:
-        return None, "no nr_range (< v5.10)"
-    if rng.index < pg.nr_range:
-        return True, "range complete"
-    return False, "range still initialising"
-
-
-def _complete_and_live(pg: DevPagemap, rng: PgmapRange) -> bool:
-    """Range registered and finished (index < nr_range, ≥ v5.10) and ref not killed.
-
-    ``pagemap_range()`` calls ``sparse_add_section()`` before ``nr_range++``, and
-    ``memunmap_pages()`` kills the ref before ``section_deactivate()``; so such a
-    range's subsections must be active.
-    """
-    return pg.nr_range >= 0 and rng.index < pg.nr_range and not pg.ref_dying
 
 
 def _decide_unpopulated(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
@@ -177,7 +129,7 @@ def _decide_unpopulated(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
         if pg.ref_dying:
             reason = "subsection cleared, pgmap still in pgmap_array (teardown)"
             return PageClass.C4b_DEV_TEARDOWN, evidence_items(**ev, reason=reason), None
-        if rng is not None and _complete_and_live(pg, rng):
+        if rng is not None and complete_and_live(pg, rng):
             return (PageClass.CORRUPT,
                     evidence_items(**ev, reason="subsection bit clear in a complete range"),
                     None)
@@ -201,7 +153,7 @@ def _decide_map_unavailable(ix: SnapshotIndex, pfn: int) -> _Decision:
     hit = ix.hit(pfn)
     if hit is not None and len(hit.claims) == 1:
         pg, rng = hit.claims[0]
-        if rng is not None and _complete_and_live(pg, rng):
+        if rng is not None and complete_and_live(pg, rng):
             cls, ev, conf = _decide_device(ix, pg, rng, pfn)
             if conf is None and cls in (PageClass.C2_DEV_VALID, PageClass.C5b_DEV_ALTMAP_MEMMAP):
                 conf = Confidence.UNVERIFIED
@@ -243,7 +195,7 @@ def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int)
     if pg.ref_dying:
         return (PageClass.C4b_DEV_TEARDOWN,
                 evidence_items(**ev, reason="percpu_ref killed (memunmap_pages)"), None)
-    complete, lifecycle = _lifecycle(pg, rng)
+    complete, lifecycle = range_lifecycle(pg, rng)
     mm = ix.memmap(pg, rng)
     status = ix.readability(mm, pfn)
     free_end = alt.base_pfn + alt.reserve + alt.free

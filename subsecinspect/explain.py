@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from subsecinspect.classify import classify, classify_pfn, data_first_pfn, effective_frontier
+from subsecinspect.classify import classify, classify_pfn
 from subsecinspect.fingerprint import (
     altmap_free_fingerprint,
     page_address,
@@ -19,6 +19,7 @@ from subsecinspect.fingerprint import (
 )
 from subsecinspect.pageclass import Classification, ClassRange, EvidenceValue
 from subsecinspect.predicates import PredicateAnswer, kernel_answers
+from subsecinspect.rangestate import complete_and_live, data_first_pfn, effective_frontier
 from subsecinspect.snapindex import SnapshotIndex
 from subsecinspect.snapshot import DevPagemap, PgmapRange, Snapshot
 
@@ -119,8 +120,7 @@ def _pgmap_steps(ix: SnapshotIndex, pfn: int) -> list[ExplainStep]:
                       ("range_end_pfn", rng.end_pfn),
                       ("range_state", "complete" if pg.nr_range < 0 or rng.index < pg.nr_range
                        else "in progress (index >= nr_range)")]
-            live_complete = 0 <= rng.index < pg.nr_range and not pg.ref_dying
-            if live_complete and sec is not None and sec.subsection_map is not None \
+            if complete_and_live(pg, rng) and sec is not None and sec.subsection_map is not None \
                     and not ix.subsection_bit(sec, pfn):
                 items.append(("note", "subsection bit clear in a complete range with a live "
                                       "ref: impossible in a healthy kernel (CORRUPT)"))

@@ -13,6 +13,7 @@ guest, classifies that dump on the host with the kernel's vmlinux, and deletes t
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 __all__ = ("main",)
+
+_COLUMNS = 160
 
 
 def _say(msg: str) -> None:
@@ -59,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print(vm.run("grep -i -A20 'persistent memory' /proc/iomem || true", timeout=60).stdout)
 
         _say("classify /proc/kcore inside the guest")
-        live = vm.run("python3 -m subsecinspect classify /proc/kcore", timeout=300)
+        # Wide enough for the evidence column: rich assumes 80 columns when not on a terminal.
+        live = vm.run(f"COLUMNS={_COLUMNS} python3 -m subsecinspect classify /proc/kcore",
+                      timeout=300)
         print(live.stdout, live.stderr, sep="")
         if live.rc != 0:
             print(f"demo: error: classify in the guest exited {live.rc}", file=sys.stderr)
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 host = subprocess.run(
                     [sys.executable, "-m", "subsecinspect", "classify", str(dump),
                      "-s", str(paths.vmlinux)],
-                    check=False,
+                    check=False, env={**os.environ, "COLUMNS": str(_COLUMNS)},
                 )
             finally:
                 if args.keep_dump:

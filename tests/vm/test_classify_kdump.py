@@ -1,42 +1,53 @@
-"""Lab tests: ``classify`` on real kdumps (kexec + makedumpfile inside the guest).
+"""Lab tests: real kdumps (kexec + makedumpfile inside the guest), opened with drgn and classified.
 
-The guest (2 GiB RAM with ``crashkernel=256M``, a labelled 1 GiB NVDIMM with the nvdimm-mixed
-namespaces) is classified live, then crashed; the capture kernel writes kdump-compressed
-vmcores at two dump levels (lab-notes §15) which are classified on the host and deleted.
+One kdump per kernel, on every kernel of the matrix: the guest (2 GiB RAM with
+``crashkernel=256M``, the nvdimm-mixed NVDIMM and namespaces) is classified live, then crashed;
+the capture kernel writes kdump-compressed vmcores at three makedumpfile levels
+(``-c -d 31``, ``-l -d 23``, ``-l -d 0``; lab-notes §15), which are read with drgn, classified
+on the host and deleted.
 
-Ground truth: /proc/vmcore never holds Persistent Memory, so exactly the memmap that lives on
-the device (the sections a ``--map=dev`` range covers completely; the same spans /proc/kcore
-cannot read) must be MEMMAP_NOT_CAPTURED, everywhere else the dump must agree with the live
-classification. At ``-d 31`` bookworm's makedumpfile 1.7.2 drops in-use kernel pages of newer
-kernels (slab, pgmap xarray nodes): the tool must then either agree or say what it could not
-read (warnings), never crash.
+* drgn opens every level and ``init_uts_ns.name.release`` equals the guest's ``uname -r``;
+  the filtered ``-d 31`` file is smaller than the unfiltered ``-d 0`` one.
+* Every level classifies (``--json``, exit 0, no traceback, only known classes).
+* /proc/vmcore never holds Persistent Memory, so exactly the memmap that lives on the device
+  (the sections a ``--map=dev`` range covers completely; the same spans /proc/kcore cannot read)
+  must be MEMMAP_NOT_CAPTURED, everywhere else ``-d 23`` and ``-d 0`` must agree with the live
+  classification. At ``-d 31`` bookworm's makedumpfile 1.7.2 drops in-use kernel pages of newer
+  kernels (slab, pgmap xarray nodes): the tool must then either agree or say what it could not
+  read (warnings), never crash.
 
-Marker ``lab``; 5.10 is not in the matrix of lab-notes §15 (kdump untested there).
+Marker ``lab``; parametrised over the kernels of the matrix (``LAB_KERNELS`` narrows it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import drgn
 import pytest
 
 from subsecinspect.lab import images, kdump
-from subsecinspect.lab.scenarios import SCENARIOS, apply_stage
-from subsecinspect.lab.vm import LabVM, Nvdimm
+from subsecinspect.lab.layout import GiB
+from subsecinspect.lab.scenarios import NVDIMM_MIXED, apply_stage
 
 pytestmark = pytest.mark.lab
 
-KERNELS = ("6.1", "6.12", "7.2")
+D31, D23, D0 = "vmcore-c-d31", "vmcore-l-d23", "vmcore-l-d0"
 LEVELS = (
-    kdump.MakedumpfileLevel("vmcore-l-d23", ("-l", "-d", "23")),
-    kdump.MakedumpfileLevel("vmcore-l-d31", ("-l", "-d", "31")),
+    kdump.MakedumpfileLevel(D31, ("-c", "-d", "31")),
+    kdump.MakedumpfileLevel(D23, ("-l", "-d", "23")),
+    kdump.MakedumpfileLevel(D0, ("-l", "-d", "0")),
 )
+#: nvdimm-mixed with room for the crashkernel reservation and live drgn (lab-notes §15).
+KDUMP_GUEST = dataclasses.replace(NVDIMM_MIXED, name="nvdimm-mixed-kdump", mem=2 * GiB)
 ALLOWED = {
     "HOLE", "NO_MEMMAP", "EARLY_HOLE", "ONLINE_RAM", "C1_OFFLINE_RAM", "C2_DEV_VALID",
     "C3_SUBSECTION_GAP", "C4_DEV_INITIALISING", "C4b_DEV_TEARDOWN", "C5_DEV_DRIVER_RESERVED",
@@ -54,8 +65,11 @@ class Result:
 @dataclass(frozen=True)
 class Run:
     kernel: str
+    release: str  # the guest's uname -r
     live: dict[str, Any]
     dumps: dict[str, Result]
+    opened: dict[str, str]  # level -> init_uts_ns release read by drgn, or the error
+    sizes: dict[str, int]
 
 
 def _classify(path: Path, vmlinux: Path) -> Result:
@@ -67,32 +81,62 @@ def _classify(path: Path, vmlinux: Path) -> Result:
     return Result(r.returncode, json.loads(r.stdout) if r.returncode == 0 else None, r.stderr)
 
 
-@pytest.fixture(scope="module", params=KERNELS)
-def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    kernel = request.param
-    kp = images.ensure_built(kernel)
-    tmp = tmp_path_factory.mktemp(f"kdump-{kernel}")
-    disk = kdump.make_dump_disk(tmp / "dump.img", kp.vmlinuz, kp.initramfs)
+def _drgn_release(core: Path, vmlinux: Path) -> str:
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(str(core))
+        try:
+            prog.load_debug_info([str(vmlinux)])
+        except drgn.MissingDebugInfoError:
+            pass  # module debug info is not in the cache; init_uts_ns is in vmlinux
+        return prog["init_uts_ns"].name.release.string_().decode()
+    except Exception as e:  # reported by the release test
+        return f"drgn failed: {type(e).__name__}: {e}"
+
+
+@pytest.fixture(scope="module")
+def run(
+    kernel_id: str, tmp_path_factory: pytest.TempPathFactory, boot_scenario: Any
+) -> Iterator[Run]:
+    kp = images.paths(kernel_id)
+    tmp = tmp_path_factory.mktemp(f"kdump-{kernel_id}")
+    disk = tmp / "dump.img"
     cores: dict[str, Path] = {}
     try:
-        vm = LabVM(kernel, name=f"test-kdump-{kernel}", mem="2G",
-                   nvdimms=[Nvdimm("1G", "128K")], append=[kdump.CRASHKERNEL],
-                   disks=[disk], project=True)
-        with vm:  # boots
-            apply_stage(vm, SCENARIOS["nvdimm-mixed"].stages[0])
+        if not kp.missing():  # else boot_scenario skips (or fails in CI) with the build command
+            kdump.make_dump_disk(disk, kp.vmlinuz, kp.initramfs)
+        with boot_scenario(
+            KDUMP_GUEST, kernel_id, append=[kdump.CRASHKERNEL], disks=[disk]
+        ) as vm:
+            apply_stage(vm, KDUMP_GUEST.stages[0])
+            release = vm.run("uname -r", check=True).stdout.strip()
             r = vm.run("python3 -m subsecinspect classify /proc/kcore --json", timeout=600)
             assert r.rc == 0, r.stderr
             live = json.loads(r.stdout)
             res = kdump.kdump(vm, disk, tmp, LEVELS)
             cores = res.vmcores
-        dumps = {name: _classify(path, kp.vmlinux) for name, path in cores.items()}
+        sizes = {name: path.stat().st_size for name, path in cores.items()}
+        print(f"{kernel_id}: kdump panic -> QEMU exit {res.panic_to_exit_s:.1f}s; {sizes}")
+        for line in res.capture_log.splitlines():
+            if line.startswith("@@LEVEL"):
+                print(f"{kernel_id}: {line}")
+        opened: dict[str, str] = {}
+        dumps: dict[str, Result] = {}
+        for name, path in cores.items():
+            t0 = time.monotonic()
+            opened[name] = _drgn_release(path, kp.vmlinux)
+            dumps[name] = _classify(path, kp.vmlinux)
+            path.unlink()  # deleted right after use
+            print(f"{kernel_id} {name}: drgn + classify {time.monotonic() - t0:.1f}s")
     finally:
         kdump.remove_dumps(disk, *cores.values())
-    for name, res in dumps.items():
-        summary = [(s["class"], s["pages"]) for s in (res.doc or {}).get("summary", [])]
-        warnings = (res.doc or {}).get("warnings", [])
-        print(f"{kernel} {name}: rc {res.rc} {summary} warnings {warnings}")
-    yield Run(kernel, live, dumps)
+    for name, got in dumps.items():
+        summary = [(s["class"], s["pages"]) for s in (got.doc or {}).get("summary", [])]
+        warnings = (got.doc or {}).get("warnings", [])
+        print(f"{kernel_id} {name}: rc {got.rc} {summary} warnings {warnings}")
+        if got.rc != 0:
+            print(f"{kernel_id} {name}: stderr:\n{got.stderr}")
+    yield Run(kernel_id, release, live, dumps, opened, sizes)
 
 
 def _by_pfn(doc: dict[str, Any]) -> list[tuple[int, int, str, dict[str, Any]]]:
@@ -122,6 +166,17 @@ def _compare(live: dict[str, Any], dump: dict[str, Any]) -> list[str]:
     return diffs
 
 
+def test_drgn_opens_every_level_and_reads_release(run: Run) -> None:
+    assert set(run.opened) == {lv.name for lv in LEVELS}
+    assert run.release == images.paths(run.kernel).kver
+    for name, release in run.opened.items():
+        assert release == run.release, name
+
+
+def test_filtered_kdump_is_smaller_than_unfiltered(run: Run) -> None:
+    assert run.sizes[D31] < run.sizes[D0]
+
+
 def test_all_levels_classify_without_error(run: Run) -> None:
     assert set(run.dumps) == {lv.name for lv in LEVELS}
     for name, res in run.dumps.items():
@@ -132,9 +187,10 @@ def test_all_levels_classify_without_error(run: Run) -> None:
         assert {r["class"] for r in res.doc["ranges"]} <= ALLOWED
 
 
-def test_d23_agrees_with_live_and_marks_device_memmap_not_captured(run: Run) -> None:
-    doc = run.dumps["vmcore-l-d23"].doc
-    assert doc is not None
+@pytest.mark.parametrize("level", [D23, D0])
+def test_agrees_with_live_and_marks_device_memmap_not_captured(run: Run, level: str) -> None:
+    doc = run.dumps[level].doc
+    assert doc is not None, run.dumps[level].stderr
     assert _compare(run.live, doc) == []
     live_unreadable = sum(b - a for a, b, c, _ in _by_pfn(run.live) if c == "MEMMAP_UNREADABLE")
     not_captured = sum(b - a for a, b, c, _ in _by_pfn(doc) if c == "MEMMAP_NOT_CAPTURED")
@@ -143,8 +199,8 @@ def test_d23_agrees_with_live_and_marks_device_memmap_not_captured(run: Run) -> 
 
 
 def test_d31_agrees_or_says_what_it_could_not_read(run: Run) -> None:
-    res = run.dumps["vmcore-l-d31"]
-    assert res.doc is not None
+    res = run.dumps[D31]
+    assert res.doc is not None, res.stderr
     diffs = _compare(run.live, res.doc)
     if diffs:
         assert res.doc["warnings"], f"silent disagreement with live: {diffs[:10]}"

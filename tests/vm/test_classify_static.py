@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ pytestmark = pytest.mark.lab
 
 SCENARIO = SCENARIOS["nvdimm-mixed"]
 KERNELS = tuple(k.kernel for k in SCENARIO.kernels if k.supported)
+# LAB_KERNELS="6.1 6.12" narrows the kernels, as everywhere in tests/vm.
+KERNELS = tuple(k for k in KERNELS if k in (os.environ.get("LAB_KERNELS", "").split() or KERNELS))
 PAGE = 4096
 PAGES_PER_SECTION = (128 << 20) // PAGE
 INFO_BLOCK_PAGES = (8 << 10) // PAGE  # nd_info_block_reserve(): SZ_8K

@@ -12,6 +12,7 @@ Marker ``lab``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.lab
 
 SCENARIO = SCENARIOS["nvdimm-mixed"]
 KERNELS = tuple(k.kernel for k in SCENARIO.kernels if k.supported)
+# LAB_KERNELS="6.1 6.12" narrows the kernels, as everywhere in tests/vm.
+KERNELS = tuple(k for k in KERNELS if k in (os.environ.get("LAB_KERNELS", "").split() or KERNELS))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""Lifecycle of one ``dev_pagemap`` range, as far as a snapshot shows it.
+
+``pfn_first()`` (mm/memremap.c), the ``nr_range`` bookkeeping of
+``memremap_pages()`` / ``pagemap_range()`` (a range counts as complete once
+``nr_range`` passed it) and the initialised frontier of
+``memmap_init_zone_device()`` (kernel-semantics.md §4.3). Shared by
+:mod:`subsecinspect.classify` and :mod:`subsecinspect.explain`.
+"""
+
+from __future__ import annotations
+
+from subsecinspect.fingerprint import zone_device_memmap_initialised
+from subsecinspect.snapindex import SnapshotIndex
+from subsecinspect.snapshot import DevPagemap, PgmapRange
+
+__all__ = ("complete_and_live", "data_first_pfn", "effective_frontier", "range_lifecycle")
+
+
+def data_first_pfn(pg: DevPagemap, rng: PgmapRange) -> int:
+    """``pfn_first()``: range start, plus ``vmem_altmap_offset()`` for range 0 with an altmap."""
+    if rng.index == 0 and pg.altmap.valid:
+        return rng.start_pfn + pg.altmap.reserve + pg.altmap.free
+    return rng.start_pfn
+
+
+def effective_frontier(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange) -> int | None:
+    """First data PFN whose memmap is known not to be initialised (§4.3 step 4).
+
+    The reader's ``frontier_pfn`` if set; else the lowest failing fingerprint
+    sample among the data pages, or the range end if samples exist and all
+    pass; ``None`` without evidence.
+    """
+    key = ("frontier", pg.address, rng.index)
+    if key in ix.memo:
+        return ix.memo[key]  # type: ignore[no-any-return]
+    mm = ix.memmap(pg, rng)
+    frontier: int | None = None
+    if mm is not None and mm.frontier_pfn is not None:
+        frontier = mm.frontier_pfn
+    elif mm is not None:
+        first = data_first_pfn(pg, rng)
+        samples = [s for s in mm.samples if first <= s.pfn < rng.end_pfn]
+        failing = [
+            s.pfn for s in samples
+            if not zone_device_memmap_initialised(s, pg, ix.kernel, ix.snapshot.zones)
+        ]
+        if samples:
+            frontier = min(failing, default=rng.end_pfn)
+    ix.memo[key] = frontier
+    return frontier
+
+
+def range_lifecycle(pg: DevPagemap, rng: PgmapRange) -> tuple[bool | None, str]:
+    """(complete?, text) from ``nr_range`` (≥ v5.10); ``None`` before."""
+    if pg.nr_range < 0:
+        return None, "no nr_range (< v5.10)"
+    if rng.index < pg.nr_range:
+        return True, "range complete"
+    return False, "range still initialising"
+
+
+def complete_and_live(pg: DevPagemap, rng: PgmapRange) -> bool:
+    """Range registered and finished (index < nr_range, ≥ v5.10) and ref not killed.
+
+    ``pagemap_range()`` calls ``sparse_add_section()`` before ``nr_range++``, and
+    ``memunmap_pages()`` kills the ref before ``section_deactivate()``; so such a
+    range's subsections must be active.
+    """
+    return pg.nr_range >= 0 and rng.index < pg.nr_range and not pg.ref_dying
