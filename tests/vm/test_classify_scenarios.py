@@ -263,7 +263,15 @@ def check_common(run: StageRun) -> None:
 
 
 def check_ground_truth(run: StageRun) -> None:
-    """The kernel's own predicates (subsec_gt) on sample PFNs of each class of the dump."""
+    """The kernel's own predicates (subsec_gt) on sample PFNs of each class of the dump.
+
+    kernel-semantics §5.2: before v5.12 pfn_to_online_page() was a macro testing only
+    online_section_nr(), so it returns the page of a ZONE_DEVICE PFN that shares an online early
+    section with System RAM (the collision of §5.3); since 1f90a3477df3 it returns NULL there.
+    Which one this kernel has is read from the debug info (feature "pfn_to_online_page_fn").
+    """
+    out_of_line = "pfn_to_online_page_fn" in run.dump["kernel"]["features"]
+    per_block = run.observed.block_size // PAGE
     seen = {c for c, _ in run.truth}
     assert "ONLINE_RAM" in seen
     for cls, g in run.truth:
@@ -274,13 +282,17 @@ def check_ground_truth(run: StageRun) -> None:
             assert g.pfn_valid and g.online and g.pgmap is None, where
         elif cls == "C1_OFFLINE_RAM":  # pfn_valid() true, pfn_to_online_page() NULL
             assert g.pfn_valid and not g.online and g.pgmap is None and g.zone is None, where
-        elif cls == "C2_DEV_VALID":
-            assert g.pfn_valid and not g.online and g.pgmap is not None, where
-            assert g.pgmap_pfn_valid is not False, where
-            assert (g.zone, g.page_pgmap) == ("Device", g.pgmap), where
-        else:  # C5 / C5b: inside the pgmap's range, before pfn_first(): never initialised
-            assert g.pfn_valid and not g.online and g.pgmap is not None, where
-            assert g.pgmap_pfn_valid is not True and g.zone is None, where
+        else:  # C2 / C5 / C5b: a dev_pagemap claims the PFN
+            collision = run.observed.memory_blocks.get(g.pfn // per_block) == "online"
+            assert g.pfn_valid and g.pgmap is not None, where
+            assert g.online == (collision and not out_of_line), (out_of_line, collision, where)
+            if cls == "C2_DEV_VALID":
+                assert g.pgmap_pfn_valid is not False, where
+                assert (g.zone, g.page_pgmap) == ("Device", g.pgmap), where
+            else:  # before pfn_first(): pgmap_pfn_valid() false (or mirrored: "-")
+                assert g.pgmap_pfn_valid is not True, where
+                if not g.online:
+                    assert g.zone is None, where
 
 
 def check_ram_by_block_state(run: StageRun) -> None:
