@@ -296,6 +296,26 @@ def explain(
     _run(debug, body)
 
 
+def _snapshot_view(
+    target: str | None, vmlinux: str | None, json_: bool, output: str | None, debug: bool,
+    view: str,
+) -> None:
+    """``sections`` / ``pgmaps``: one snapshot, rendered by ``render.jsondoc.<view>_document``
+    with ``--json``, else by ``render.tables.<view>_table``."""
+
+    def body() -> None:
+        snap = _load(target, vmlinux)
+        _warn(snap)
+        with _render_api() as (jsondoc, tables):
+            if json_:
+                document = getattr(jsondoc, f"{view}_document")
+                _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
+            else:
+                _emit(getattr(tables, f"{view}_table")(snap), output)
+
+    _run(debug, body)
+
+
 @app.command()
 def sections(
     target: TargetArg = None,
@@ -313,17 +333,7 @@ def sections(
       subsecinspect sections vmcore -s vmlinux --json
     """
 
-    def body() -> None:
-        snap = _load(target, vmlinux)
-        _warn(snap)
-        with _render_api() as (jsondoc, tables):
-            if json_:
-                _emit(jsondoc.dumps(jsondoc.sections_document(snap, tool_version=__version__)),
-                      output)
-            else:
-                _emit(tables.sections_table(snap), output)
-
-    _run(debug, body)
+    _snapshot_view(target, vmlinux, json_, output, debug, "sections")
 
 
 @app.command()
@@ -343,17 +353,7 @@ def pgmaps(
       subsecinspect pgmaps snap.json --json          # from a saved snapshot
     """
 
-    def body() -> None:
-        snap = _load(target, vmlinux)
-        _warn(snap)
-        with _render_api() as (jsondoc, tables):
-            if json_:
-                _emit(jsondoc.dumps(jsondoc.pgmaps_document(snap, tool_version=__version__)),
-                      output)
-            else:
-                _emit(tables.pgmaps_table(snap), output)
-
-    _run(debug, body)
+    _snapshot_view(target, vmlinux, json_, output, debug, "pgmaps")
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
