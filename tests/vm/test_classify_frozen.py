@@ -41,6 +41,7 @@ from typing import Any
 
 import drgn
 import pytest
+from classdoc import classes
 from drgn import Object
 from drgn.helpers.linux.mm import page_to_pfn, pfn_to_page
 from drgn.helpers.linux.xarray import xa_load
@@ -281,15 +282,6 @@ def test_mid_teardown_dump_ref_dead_pgmap_still_in_xarray(frozen: Run) -> None:
 # ------------------------------------------------------------------------ classification
 
 
-def _ranges(doc: dict[str, Any], start: int, end: int) -> list[tuple[int, int, str]]:
-    out = []
-    for r in doc["ranges"]:
-        a, b = max(start, r["start_pfn"]), min(end, r["end_pfn"])
-        if a < b:
-            out.append((a, b, r["class"]))
-    return out
-
-
 def _page_pfn(doc: dict[str, Any], page: int) -> int:
     k = doc["kernel"]
     off = page - int(k["vmemmap"], 16)
@@ -301,7 +293,7 @@ def test_entry_all_data_pages_initialising(frozen: Run) -> None:
     entry = frozen.entry
     start, nr, pgmap = entry.facts["start_pfn"], entry.facts["nr_pages"], entry.facts["pgmap"]
     doc = entry.classified()
-    got = _ranges(doc, start, start + nr)
+    got = classes(doc, start, start + nr)
     reserve_end = start + INFO_BLOCK_PAGES
     assert got[0] == (start, reserve_end, "C5_DEV_DRIVER_RESERVED")
     assert got[1][0] == reserve_end and got[1][2] == "C5b_DEV_ALTMAP_MEMMAP"
@@ -316,7 +308,7 @@ def test_after_n_pages_frontier_is_exact(frozen: Run) -> None:
     start, nr = entry.facts["start_pfn"], entry.facts["nr_pages"]
     doc = stop.classified()
     pfn = _page_pfn(doc, stop.facts["page"])
-    got = _ranges(doc, start, start + nr)
+    got = classes(doc, start, start + nr)
     data = [g for g in got if g[2] in ("C2_DEV_VALID", "C4_DEV_INITIALISING")]
     first = data[0][0]
     # gdb's `ignore N` stops a few pages short of N (lab-notes §14), never past it.
@@ -328,7 +320,7 @@ def test_teardown_is_c4b(frozen: Run) -> None:
     entry, down = frozen.entry, frozen.teardown
     start, nr = entry.facts["start_pfn"], entry.facts["nr_pages"]
     doc = down.classified()
-    got = _ranges(doc, start, start + nr)
+    got = classes(doc, start, start + nr)
     assert got[0] == (start, start + INFO_BLOCK_PAGES, "C5_DEV_DRIVER_RESERVED")
     assert got[1:] == [(start + INFO_BLOCK_PAGES, start + nr, "C4b_DEV_TEARDOWN")]
     ev = next(r["evidence"] for r in doc["ranges"] if r["class"] == "C4b_DEV_TEARDOWN")

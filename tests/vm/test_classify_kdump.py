@@ -33,6 +33,7 @@ from typing import Any
 
 import drgn
 import pytest
+from classdoc import range_at
 
 from subsecinspect.lab import images, kdump
 from subsecinspect.lab.layout import GiB
@@ -143,20 +144,14 @@ def _by_pfn(doc: dict[str, Any]) -> list[tuple[int, int, str, dict[str, Any]]]:
     return [(r["start_pfn"], r["end_pfn"], r["class"], r["evidence"]) for r in doc["ranges"]]
 
 
-def _at(doc: dict[str, Any], pfn: int) -> tuple[str, dict[str, Any]]:
-    for a, b, c, ev in _by_pfn(doc):
-        if a <= pfn < b:
-            return c, ev
-    raise AssertionError(f"pfn {pfn:#x} in no range")
-
-
 def _compare(live: dict[str, Any], dump: dict[str, Any]) -> list[str]:
     """Differences outside the live-unreadable / dump-not-captured memmap spans."""
     cuts = sorted({r[k] for d in (live, dump) for r in d["ranges"]
                    for k in ("start_pfn", "end_pfn")})
     diffs = []
     for a in cuts[:-1]:
-        (lc, lev), (dc, dev) = _at(live, a), _at(dump, a)
+        lr, dr = range_at(live, a), range_at(dump, a)
+        (lc, lev), (dc, dev) = (lr["class"], lr["evidence"]), (dr["class"], dr["evidence"])
         if lc == "MEMMAP_UNREADABLE":
             same = dev.get("lifecycle_class") == lev.get("lifecycle_class")
             if dc != "MEMMAP_NOT_CAPTURED" or not same:

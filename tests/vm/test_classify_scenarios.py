@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from classdoc import INFO_BLOCK_PAGES, PAGE, PAGES_PER_SECTION, namespaces, range_at
 
 from subsecinspect.lab import groundtruth, images
 from subsecinspect.lab.groundtruth import GroundTruth
@@ -51,9 +52,6 @@ from subsecinspect.lab.scenarios import (
 
 pytestmark = pytest.mark.lab
 
-PAGE = 4096
-PAGES_PER_SECTION = (128 << 20) // PAGE
-INFO_BLOCK_PAGES = (8 << 10) // PAGE  # nd_info_block_reserve(): SZ_8K
 _WANTED = os.environ.get("LAB_KERNELS", "").split()
 
 
@@ -65,18 +63,6 @@ def _kernels(name: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Namespace:
-    """One namespace from ndctl joined with /proc/iomem; PFNs, ends exclusive."""
-
-    dev: str
-    mode: str
-    map: str
-    raw_start: int
-    raw_end: int
-    data_start: int
-
-
-@dataclass(frozen=True)
 class StageRun:
     kernel: str
     stage: str
@@ -84,18 +70,6 @@ class StageRun:
     dump: dict[str, Any]
     observed: Observed
     truth: tuple[tuple[str, GroundTruth], ...]  # (dump class, the kernel's answers) per sample
-
-
-def _namespaces(obs: Observed) -> tuple[Namespace, ...]:
-    by_name = {e.name: e for e in obs.iomem}
-    out = []
-    for ns in obs.namespaces:
-        head = by_name[ns.dev]
-        dax = by_name.get(ns.dev.replace("namespace", "dax"))
-        raw_end = (max(head.end, dax.end) if dax is not None else head.end) + 1
-        out.append(Namespace(ns.dev, ns.mode, ns.map or "", head.start // PAGE, raw_end // PAGE,
-                             (raw_end - ns.size) // PAGE))
-    return tuple(sorted(out, key=lambda n: n.raw_start))
 
 
 def _ram(obs: Observed) -> tuple[tuple[int, int], ...]:
@@ -202,13 +176,6 @@ def kmem(request: pytest.FixtureRequest,
 
 
 # --- helpers over the JSON documents ------------------------------------------------------------
-
-def range_at(doc: dict[str, Any], pfn: int) -> dict[str, Any]:
-    for r in doc["ranges"]:
-        if r["start_pfn"] <= pfn < r["end_pfn"]:
-            return r
-    raise AssertionError(f"pfn {pfn:#x} is in no range")
-
 
 def pieces(doc: dict[str, Any], start: int, end: int) -> list[dict[str, Any]]:
     """The ranges of *doc* that meet ``[start, end)``."""
@@ -322,7 +289,7 @@ def test_legacy_pmem_common(legacy: StageRun) -> None:
 
 
 def test_legacy_pmem_namespace_classes(legacy: StageRun) -> None:
-    (ns,) = _namespaces(legacy.observed)
+    (ns,) = namespaces(legacy.observed)
     assert ns.map == "dev"
     reserve_end = ns.raw_start + INFO_BLOCK_PAGES
     assert_exactly(legacy, ns.raw_start, reserve_end, "C5_DEV_DRIVER_RESERVED")
@@ -338,7 +305,7 @@ def test_legacy_pmem_shared_early_sections(legacy: StageRun) -> None:
     # came from the boot allocation, every subsection valid): the RAM in them stays ONLINE_RAM
     # (checked page by page in check_ram_by_block_state) and nothing in them is a C3 gap or an
     # early hole: they are exactly RAM + the namespace's C5/C5b/C2.
-    (ns,) = _namespaces(legacy.observed)
+    (ns,) = namespaces(legacy.observed)
     ram = _ram(legacy.observed)
     shared = sorted({
         s for a, b in ram for s in range(a // PAGES_PER_SECTION, (b - 1) // PAGES_PER_SECTION + 1)

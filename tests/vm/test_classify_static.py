@@ -30,6 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from classdoc import (
+    INFO_BLOCK_PAGES,
+    PAGE,
+    PAGES_PER_SECTION,
+    Namespace,
+    classes,
+    namespaces,
+    range_at,
+)
 
 from subsecinspect.lab import images
 from subsecinspect.lab.scenarios import SCENARIOS, Observed, apply, check_layout, labvm
@@ -40,24 +49,6 @@ SCENARIO = SCENARIOS["nvdimm-mixed"]
 KERNELS = tuple(k.kernel for k in SCENARIO.kernels if k.supported)
 # LAB_KERNELS="6.1 6.12" narrows the kernels, as everywhere in tests/vm.
 KERNELS = tuple(k for k in KERNELS if k in (os.environ.get("LAB_KERNELS", "").split() or KERNELS))
-PAGE = 4096
-PAGES_PER_SECTION = (128 << 20) // PAGE
-INFO_BLOCK_PAGES = (8 << 10) // PAGE  # nd_info_block_reserve(): SZ_8K
-
-
-@dataclass(frozen=True)
-class Namespace:
-    """Ground truth for one namespace: ndctl's view joined with /proc/iomem.
-
-    PFNs; ends are exclusive.
-    """
-
-    dev: str
-    mode: str
-    map: str
-    raw_start: int
-    raw_end: int
-    data_start: int
 
 
 @dataclass(frozen=True)
@@ -69,26 +60,6 @@ class Run:
     namespaces: tuple[Namespace, ...]
     system_ram: tuple[tuple[int, int], ...]
     timings: dict[str, float]
-
-
-def _namespaces(obs: Observed) -> tuple[Namespace, ...]:
-    by_name = {e.name: e for e in obs.iomem}
-    out = []
-    for ns in obs.namespaces:
-        head = by_name[ns.dev]
-        dax = by_name.get(ns.dev.replace("namespace", "dax"))
-        raw_end = (dax.end if dax is not None else head.end) + 1
-        out.append(
-            Namespace(
-                dev=ns.dev,
-                mode=ns.mode,
-                map=ns.map or "",
-                raw_start=head.start // PAGE,
-                raw_end=raw_end // PAGE,
-                data_start=(raw_end - ns.size) // PAGE,
-            )
-        )
-    return tuple(sorted(out, key=lambda n: n.raw_start))
 
 
 def _classify_json(args: list[str]) -> dict[str, Any]:
@@ -134,24 +105,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         for e in observed.iomem if e.depth == 0 and e.name == "System RAM"
     )
     print(f"{kernel}: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    yield Run(kernel, live, dumped, observed, _namespaces(observed), system_ram, timings)
-
-
-def classes(doc: dict[str, Any], start: int, end: int) -> list[tuple[int, int, str]]:
-    """The ranges of *doc* clipped to ``[start, end)``: (start, end, class)."""
-    out = []
-    for r in doc["ranges"]:
-        a, b = max(start, r["start_pfn"]), min(end, r["end_pfn"])
-        if a < b:
-            out.append((a, b, r["class"]))
-    return out
-
-
-def range_at(doc: dict[str, Any], pfn: int) -> dict[str, Any]:
-    for r in doc["ranges"]:
-        if r["start_pfn"] <= pfn < r["end_pfn"]:
-            return r
-    raise AssertionError(f"pfn {pfn:#x} is in no range")
+    yield Run(kernel, live, dumped, observed, namespaces(observed), system_ram, timings)
 
 
 def assert_exactly(doc: dict[str, Any], start: int, end: int, cls: str) -> None:

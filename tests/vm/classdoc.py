@@ -1,0 +1,75 @@
+"""Helpers shared by the lab tests that read ``classify --json`` documents.
+
+Imported by the test modules of tests/vm as ``classdoc`` (pytest puts this directory on
+sys.path, as tests/unit does for ``builders``). Ground truth about namespaces comes from the
+guest's own reports (:class:`~subsecinspect.lab.layout.Observed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from subsecinspect.lab.scenarios import Observed
+
+__all__ = (
+    "INFO_BLOCK_PAGES",
+    "PAGE",
+    "PAGES_PER_SECTION",
+    "Namespace",
+    "classes",
+    "namespaces",
+    "range_at",
+)
+
+PAGE = 4096
+PAGES_PER_SECTION = (128 << 20) // PAGE
+INFO_BLOCK_PAGES = (8 << 10) // PAGE  # nd_info_block_reserve(): SZ_8K
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """Ground truth for one namespace: ndctl's view joined with /proc/iomem.
+
+    PFNs; ends are exclusive.
+    """
+
+    dev: str
+    mode: str
+    map: str
+    raw_start: int
+    raw_end: int
+    data_start: int
+
+
+def namespaces(obs: Observed) -> tuple[Namespace, ...]:
+    """The namespaces the guest reports, sorted by start: the ``namespaceX.Y`` iomem entry is
+    the head (info block, and for devdax the padding), ``daxX.Y`` the rest; ndctl's ``size``
+    is the data at the end."""
+    by_name = {e.name: e for e in obs.iomem}
+    out = []
+    for ns in obs.namespaces:
+        head = by_name[ns.dev]
+        dax = by_name.get(ns.dev.replace("namespace", "dax"))
+        raw_end = (max(head.end, dax.end) if dax is not None else head.end) + 1
+        out.append(Namespace(ns.dev, ns.mode, ns.map or "", head.start // PAGE, raw_end // PAGE,
+                             (raw_end - ns.size) // PAGE))
+    return tuple(sorted(out, key=lambda n: n.raw_start))
+
+
+def classes(doc: dict[str, Any], start: int, end: int) -> list[tuple[int, int, str]]:
+    """The ranges of *doc* clipped to ``[start, end)``: (start, end, class)."""
+    out = []
+    for r in doc["ranges"]:
+        a, b = max(start, r["start_pfn"]), min(end, r["end_pfn"])
+        if a < b:
+            out.append((a, b, r["class"]))
+    return out
+
+
+def range_at(doc: dict[str, Any], pfn: int) -> dict[str, Any]:
+    """The range object of *doc* that holds *pfn*."""
+    for r in doc["ranges"]:
+        if r["start_pfn"] <= pfn < r["end_pfn"]:
+            return r
+    raise AssertionError(f"pfn {pfn:#x} is in no range")
