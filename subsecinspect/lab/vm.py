@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,10 +33,14 @@ from typing import Any
 
 from subsecinspect.lab import images, qmp
 from subsecinspect.lab.channel import Channel, LabBootError, LabError, LabTimeout, Result
+from subsecinspect.lab.disks import build_file_disk, build_project_disk
 
 __all__ = ("LabBootError", "LabError", "LabTimeout", "LabVM", "Nvdimm", "Result", "parse_size")
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: The kernel died before the guest's userspace answered: QEMU's multi-threaded TCG
+#: occasionally loses a cross-modifying-code race with the kernel's text patching at boot
+#: (seen once on 7.2: ``Oops: int3`` in a static-branch site). Such a boot is retried once.
+_BOOT_DEATH = re.compile(r"Kernel panic - not syncing|Oops: |BUG: ")
 _LIVE: set[LabVM] = set()  # strong refs: a dropped LabVM is still reaped at exit
 _SEQ = itertools.count(1)
 
@@ -132,33 +137,6 @@ class LabVM:
         """Guest device of ``disks[i]`` (``/dev/vdc`` or ``/dev/vdd``...)."""
         return "/dev/vd" + "abcdefghijklmnop"[3 + i]
 
-    def _project_img(self) -> Path:
-        """The per-VM disk (LABEL=labproject, mounted at /lab/project): ``boot/vmlinuz`` and
-        ``boot/initrd.img`` of this kernel (for ``kexec -p``; reading them through fw_cfg is far
-        too slow under TCG) and, with ``project=True``, this checkout's subsecinspect/ and bpf/."""
-        stage = self.run_dir / "project"
-        (stage / "boot").mkdir(parents=True)
-        for src, name in ((self.paths.vmlinuz, "vmlinuz"), (self.paths.initramfs, "initrd.img")):
-            try:
-                os.link(src, stage / "boot" / name)
-            except OSError:
-                shutil.copy2(src, stage / "boot" / name)
-        if self.project:
-            ign = shutil.ignore_patterns("__pycache__", "*.pyc")
-            for sub in ("subsecinspect", "bpf"):
-                if (_PROJECT_ROOT / sub).is_dir():
-                    shutil.copytree(_PROJECT_ROOT / sub, stage / sub, ignore=ign)
-        img = self.run_dir / "project.img"
-        size_m = 32 + sum(f.stat().st_size for f in stage.rglob("*") if f.is_file()) // (1 << 20)
-        subprocess.run(
-            ["mkfs.ext4", "-q", "-F", "-L", "labproject", "-O", "^has_journal", "-d",
-             str(stage), str(img), f"{max(64, size_m)}M"],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
-        shutil.rmtree(stage)
-        return img
-
     def command_line(self) -> list[str]:
         """The full QEMU command line (also written to ``run/<name>/qemu.cmd``)."""
         p, rd = self.paths, self.run_dir
@@ -176,48 +154,23 @@ class LabVM:
             *self.append,
         ]
         cmd = [
-            "qemu-system-x86_64",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-no-user-config",
-            "-accel",
-            "tcg,thread=multi",
-            "-cpu",
-            "max",
-            "-smp",
-            str(self.smp),
-            "-machine",
-            "pc" + (",nvdimm=on" if self.nvdimms else ""),
-            "-m",
-            mem,
-            "-kernel",
-            str(p.vmlinuz),
-            "-initrd",
-            str(p.initramfs),
-            "-append",
-            " ".join(append),
-            "-drive",
-            f"file={p.rootfs_img},if=virtio,format=raw,snapshot=on",
-            "-drive",
-            f"file={p.kernel_img},if=virtio,format=raw,readonly=on",
-        ]
-        cmd += ["-drive", f"file={rd / 'project.img'},if=virtio,format=raw,readonly=on"]
+            "qemu-system-x86_64", "-nodefaults", "-display", "none", "-no-user-config",
+            "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(self.smp),
+            "-machine", "pc" + (",nvdimm=on" if self.nvdimms else ""), "-m", mem,
+            "-kernel", str(p.vmlinuz), "-initrd", str(p.initramfs), "-append", " ".join(append),
+            "-drive", f"file={p.rootfs_img},if=virtio,format=raw,snapshot=on",
+            "-drive", f"file={p.kernel_img},if=virtio,format=raw,readonly=on",
+            "-drive", f"file={rd / 'project.img'},if=virtio,format=raw,readonly=on",
+        ]  # fmt: skip
         for d in self.disks:
             cmd += ["-drive", f"file={d},if=virtio,format=raw"]
         cmd += [
-            "-serial",
-            f"file:{self.console_log}",
-            "-chardev",
-            f"socket,id=sh,path={rd / 'shell.sock'},server=on,wait=off",
-            "-serial",
-            "chardev:sh",
-            "-qmp",
-            f"unix:{self.qmp_sock},server=on,wait=off",
-            "-no-reboot",
-            "-device",
-            "vmcoreinfo",
-        ]
+            "-serial", f"file:{self.console_log}",
+            "-chardev", f"socket,id=sh,path={rd / 'shell.sock'},server=on,wait=off",
+            "-serial", "chardev:sh",
+            "-qmp", f"unix:{self.qmp_sock},server=on,wait=off",
+            "-no-reboot", "-device", "vmcoreinfo",
+        ]  # fmt: skip
         for i, n in enumerate(self.nvdimms):
             cmd += [
                 "-object",
@@ -247,7 +200,7 @@ class LabVM:
         for i, n in enumerate(self.nvdimms):
             with open(self.nvdimm_file(i), "wb") as f:  # fresh sparse backing file
                 f.truncate(parse_size(n.size))
-        self._project_img()
+        build_project_disk(self.run_dir, self.paths, self.project)
         cmd = self.command_line()
         (self.run_dir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
         # QEMU gets SIGKILL when the thread that started it dies: atexit does not run on
@@ -277,17 +230,42 @@ class LabVM:
         self._chan = Channel(s, self.run_dir / "ttyS1.log", self._why, batch=bool(self.job))
 
     def start(self) -> LabVM:
-        """Boot and wait until the guest's command channel answers (interactive mode)."""
+        """Boot and wait until the guest's command channel answers (interactive mode).
+
+        A boot whose kernel dies before userspace answers (:data:`_BOOT_DEATH` on the
+        console) is retried once; the dead boot's console is kept as
+        ``<run dir>.failed-boot.log`` and the retry is announced on stderr.
+        """
         if self.job:
             raise LabError("a VM with job= runs in batch mode: use run_batch()")
-        self._launch()
+        for attempt in (1, 2):
+            self._launch()
+            try:
+                self._channel().wait_event("READY", self.boot_timeout, "boot")
+                self._resync()
+                return self
+            except LabBootError:
+                self.stop()
+                if attempt == 2 or not self._kernel_died():
+                    raise
+                kept = self.run_dir.with_name(self.run_dir.name + ".failed-boot.log")
+                shutil.copy2(self.console_log, kept)
+                print(
+                    f"lab: {self.name}: the kernel died during boot (console kept in {kept});"
+                    " retrying once",
+                    file=sys.stderr,
+                )
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _kernel_died(self) -> bool:
+        """The console shows a panic/oops (the kernel died, not a lab or guest-script fault)."""
         try:
-            self._channel().wait_event("READY", self.boot_timeout, "boot")
-            self._resync()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            return bool(_BOOT_DEATH.search(self.console_log.read_text(errors="replace")))
+        except OSError:
+            return False
 
     def _resync(self) -> None:
         """The first bytes after READY can be lost: retry a no-op until one answers."""
@@ -379,29 +357,7 @@ class LabVM:
         -> guest finds /sys/block/vd*/serial == tag, mounts it read-only, copies, unmounts
         -> device_del (ACPI unplug) + blockdev-del, best effort."""
         tag = f"put{next(_SEQ)}"
-        stage, img = self.run_dir / tag, self.run_dir / f"{tag}.img"
-        stage.mkdir()
-        try:
-            os.link(local, stage / "f")
-        except OSError:
-            shutil.copy2(local, stage / "f")
-        size_m = (local.stat().st_size >> 20) + 16
-        subprocess.run(
-            [
-                "mkfs.ext4",
-                "-q",
-                "-F",
-                "-O",
-                "^has_journal",
-                "-d",
-                str(stage),
-                str(img),
-                f"{size_m}M",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        shutil.rmtree(stage)
+        img = build_file_disk(local, self.run_dir, tag)
         try:
             self.qmp("blockdev-add", driver="raw", **{"node-name": tag, "read-only": True},
                      file={"driver": "file", "filename": str(img)})  # fmt: skip

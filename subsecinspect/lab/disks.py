@@ -1,0 +1,79 @@
+"""Small ext4 disks the lab hands to a guest: the per-VM project disk and file-transfer disks.
+
+Both are built on the host with ``mkfs.ext4 -d`` (no root, no loop mounts) from a staging
+directory that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import compileall
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from subsecinspect.lab.images import KernelPaths
+
+__all__ = ("GUEST_PYTHON", "build_file_disk", "build_project_disk", "make_ext4")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: Python of the lab's rootfs (Debian bookworm: 3.11). The project disk carries .pyc files
+#: compiled on the host when the host's Python has the same bytecode version: the disk is
+#: read-only in the guest, so without them every guest run compiles the package from source
+#: (about 2 s of a live classify under TCG).
+GUEST_PYTHON = (3, 11)
+
+
+def make_ext4(stage: Path, img: Path, size_m: int, label: str | None = None) -> Path:
+    """``mkfs.ext4 -d stage img`` without a journal; removes ``stage``."""
+    cmd = ["mkfs.ext4", "-q", "-F", "-O", "^has_journal"]
+    if label:
+        cmd += ["-L", label]
+    subprocess.run([*cmd, "-d", str(stage), str(img), f"{size_m}M"], check=True,
+                   capture_output=True)  # fmt: skip
+    shutil.rmtree(stage)
+    return img
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def build_project_disk(run_dir: Path, paths: KernelPaths, with_project: bool) -> Path:
+    """``run_dir/project.img`` (LABEL=labproject, mounted at /lab/project in the guest).
+
+    ``boot/vmlinuz`` and ``boot/initrd.img`` of this kernel (for ``kexec -p``; reading them
+    through fw_cfg is far too slow under TCG) and, with ``with_project``, this checkout's
+    ``subsecinspect/`` (byte-compiled, see :data:`GUEST_PYTHON`) and ``bpf/``.
+    """
+    stage = run_dir / "project"
+    (stage / "boot").mkdir(parents=True)
+    _link_or_copy(paths.vmlinuz, stage / "boot" / "vmlinuz")
+    _link_or_copy(paths.initramfs, stage / "boot" / "initrd.img")
+    if with_project:
+        ign = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for sub in ("subsecinspect", "bpf"):
+            if (PROJECT_ROOT / sub).is_dir():
+                shutil.copytree(PROJECT_ROOT / sub, stage / sub, ignore=ign)
+        if sys.version_info[:2] == GUEST_PYTHON:
+            # unchecked-hash: valid whatever the timestamps mkfs keeps; the disk is rebuilt
+            # for every VM, so the .pyc can never be older than its source.
+            compileall.compile_dir(
+                stage / "subsecinspect", quiet=2, workers=1,
+                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            )  # fmt: skip
+    size_m = 32 + sum(f.stat().st_size for f in stage.rglob("*") if f.is_file()) // (1 << 20)
+    return make_ext4(stage, run_dir / "project.img", max(64, size_m), label="labproject")
+
+
+def build_file_disk(local: Path, run_dir: Path, tag: str) -> Path:
+    """``run_dir/<tag>.img`` holding ``local`` as ``/f`` (for :meth:`LabVM.put`)."""
+    stage = run_dir / tag
+    stage.mkdir()
+    _link_or_copy(local, stage / "f")
+    return make_ext4(stage, run_dir / f"{tag}.img", (local.stat().st_size >> 20) + 16)
