@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import drgn
 import pytest
 from classdoc import range_at
+from dumpopen import drgn_release
 
 from subsecinspect.lab import images, kdump
 from subsecinspect.lab.layout import GiB
@@ -83,14 +83,8 @@ def _classify(path: Path, vmlinux: Path) -> Result:
 
 
 def _drgn_release(core: Path, vmlinux: Path) -> str:
-    prog = drgn.Program()
     try:
-        prog.set_core_dump(str(core))
-        try:
-            prog.load_debug_info([str(vmlinux)])
-        except drgn.MissingDebugInfoError:
-            pass  # module debug info is not in the cache; init_uts_ns is in vmlinux
-        return prog["init_uts_ns"].name.release.string_().decode()
+        return drgn_release(core, vmlinux)
     except Exception as e:  # reported by the release test
         return f"drgn failed: {type(e).__name__}: {e}"
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import drgn
 import pytest
+from dumpopen import drgn_release
 
 from subsecinspect.lab import images, kdump
 from subsecinspect.lab.scenarios import NVDIMM_MIXED, apply
@@ -49,20 +49,10 @@ def dumps(
         kdump.remove_dumps(*files.values())
 
 
-def _open_release(core: Path, vmlinux: Path) -> str:
-    prog = drgn.Program()
-    prog.set_core_dump(str(core))
-    try:
-        prog.load_debug_info([str(vmlinux)])
-    except drgn.MissingDebugInfoError:
-        pass  # module debug info is not in the cache; init_uts_ns is in vmlinux
-    return prog["init_uts_ns"].name.release.string_().decode()
-
-
 def test_drgn_opens_qemu_elf_dump_and_reads_release(dumps: Any, kernel_id: str) -> None:
     files, release = dumps
     t0 = time.monotonic()
-    assert _open_release(files["qemu-elf"], images.paths(kernel_id).vmlinux) == release
+    assert drgn_release(files["qemu-elf"], images.paths(kernel_id).vmlinux) == release
     print(f"{kernel_id}: drgn qemu-elf {time.monotonic() - t0:.1f}s")
 
 
@@ -71,4 +61,4 @@ def test_qemu_flattened_kdump_zlib_is_rejected_by_drgn_0_3_0(dumps: Any, kernel_
     # flattened stream (lab-notes §7, §13 #1). If this starts to pass, update vm-images/README.md.
     files, _ = dumps
     with pytest.raises(Exception, match="KDUMP_ATTR_ARCH_NAME"):
-        _open_release(files["qemu-kdump-zlib"], images.paths(kernel_id).vmlinux)
+        drgn_release(files["qemu-kdump-zlib"], images.paths(kernel_id).vmlinux)
