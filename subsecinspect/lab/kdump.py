@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from subsecinspect.lab import qmp
+
 __all__ = (
     "CRASHKERNEL",
     "DEFAULT_LEVELS",
@@ -83,12 +85,17 @@ class KdumpResult:
 def dump_qemu(vm: _VM, path: Path, fmt: str = "elf") -> Path:
     """QMP ``dump-guest-memory`` of the whole guest into ``path`` (``fmt``: elf, kdump-zlib).
 
-    QEMU writes the file itself (synchronously: the guest is paused meanwhile).
+    QEMU writes it synchronously (the guest is paused meanwhile); an ELF dump through
+    :func:`~subsecinspect.lab.qmp.sparse_sink`, so zero pages take no disk space.
     """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    vm.qmp("dump-guest-memory", paging=False, protocol=f"file:{path}", format=fmt)
+    if fmt == "elf":
+        with qmp.sparse_sink(path) as fifo:
+            vm.qmp("dump-guest-memory", paging=False, protocol=f"file:{fifo}", format=fmt)
+    else:
+        vm.qmp("dump-guest-memory", paging=False, protocol=f"file:{path}", format=fmt)
     if not path.exists() or path.stat().st_size == 0:
         raise DumpError(f"dump-guest-memory ({fmt}) left no file at {path}")
     return path

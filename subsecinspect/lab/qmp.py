@@ -12,15 +12,18 @@ CLI::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ("QMPError", "dump_guest_memory", "main", "qmp_execute")
+__all__ = ("QMPError", "dump_guest_memory", "main", "qmp_execute", "sparse_sink")
 
 
 class QMPError(RuntimeError):
@@ -87,15 +90,72 @@ def qmp_execute(path: Path | str, cmd: str, timeout: float = 60.0, **args: Any) 
 def dump_guest_memory(
     path: Path | str, out: Path | str, fmt: str = "elf", timeout: float = 300.0
 ) -> None:
-    """``dump-guest-memory`` (synchronous) into ``out``: needs ``-device vmcoreinfo``."""
-    qmp_execute(
-        path,
-        "dump-guest-memory",
-        timeout=timeout,
-        paging=False,
-        protocol=f"file:{Path(out).resolve()}",
-        format=fmt,
-    )
+    """``dump-guest-memory`` (synchronous) into ``out``: needs ``-device vmcoreinfo``.
+
+    An ELF dump goes through :func:`sparse_sink`: it holds every byte of RAM and NVDIMM, and
+    the untouched (zero) part of a sparse NVDIMM must not take disk space.
+    """
+    if fmt != "elf":
+        qmp_execute(path, "dump-guest-memory", timeout=timeout, paging=False,
+                    protocol=f"file:{Path(out).resolve()}", format=fmt)  # fmt: skip
+        return
+    with sparse_sink(out, timeout) as target:
+        qmp_execute(path, "dump-guest-memory", timeout=timeout, paging=False,
+                    protocol=f"file:{target}", format=fmt)  # fmt: skip
+
+
+def _unblock(fifo: Path, dd: subprocess.Popen[bytes], patience: float = 10.0) -> None:
+    """QEMU may never have opened the FIFO: a writer that opens and closes gives dd EOF.
+    Opening fails (ENXIO) until dd has opened its end, so retry while dd runs."""
+    deadline = time.monotonic() + patience
+    while dd.poll() is None and time.monotonic() < deadline:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def sparse_sink(out: Path | str, timeout: float = 300.0) -> Iterator[Path]:
+    """A FIFO for QEMU to write a dump into; the bytes land in ``out`` as a sparse file.
+
+    ``dd conv=sparse`` seeks over all-zero blocks instead of writing them: an ELF dump of a
+    guest with a 1 TiB sparse NVDIMM takes the disk space of its non-zero pages only. drgn,
+    crash and makedumpfile read it like any file. Raises QMPError when the copy fails; ``out``
+    is removed then.
+    """
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    fifo = out.with_name(out.name + ".fifo")
+    fifo.unlink(missing_ok=True)
+    os.mkfifo(fifo, 0o600)
+    dd = subprocess.Popen(
+        ["dd", f"if={fifo}", f"of={out}", "bs=1M", "iflag=fullblock", "conv=sparse",
+         "status=none"],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    ok = False
+    try:
+        yield fifo
+        ok = True
+    finally:
+        if not ok:
+            _unblock(fifo, dd)
+        try:
+            rc = dd.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            dd.kill()
+            rc = dd.wait()
+        err = dd.stderr.read().decode(errors="replace").strip() if dd.stderr else ""
+        if dd.stderr:
+            dd.stderr.close()
+        fifo.unlink(missing_ok=True)
+        if not ok or rc != 0:
+            out.unlink(missing_ok=True)
+        if ok and rc != 0:
+            raise QMPError(f"copying the dump into {out} failed (dd rc {rc}): {err}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
