@@ -61,12 +61,14 @@ if unavailable), ``subsections_present``, ``subsections_total``, ``state``
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subsecinspect import __version__
-from subsecinspect.explain import Explanation
 from subsecinspect.pageclass import Classification, ClassRange
 from subsecinspect.snapshot import DevPagemap, RangeMemmap, Section, Snapshot
+
+if TYPE_CHECKING:  # the classify fast path does not import explain/predicates
+    from subsecinspect.explain import Explanation
 
 __all__ = (
     "SCHEMA_VERSION",
