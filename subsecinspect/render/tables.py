@@ -58,6 +58,12 @@ def human_size(nbytes: int) -> str:
     raise AssertionError("unreachable")
 
 
+def _plain(*cells: str) -> list[Text]:
+    """Cells as literal text: strings from a snapshot or a dump (a zone name, a pgmap type,
+    a warning) must never be parsed as rich markup (``[/]`` would raise MarkupError)."""
+    return [Text(c) for c in cells]
+
+
 def _cls_text(cls: PageClass) -> Text:
     return Text(cls.value, style=CLASS_STYLES[cls])
 
@@ -70,7 +76,7 @@ def summary_table(classification: Classification) -> Table:
     t.add_column("size", justify="right")
     t.add_column("ranges", justify="right")
     for s in classification.summary():
-        t.add_row(_cls_text(s.cls), f"{s.pages:,}", human_size(s.bytes), str(s.ranges))
+        t.add_row(_cls_text(s.cls), *_plain(f"{s.pages:,}", human_size(s.bytes), str(s.ranges)))
     return t
 
 
@@ -95,9 +101,9 @@ def ranges_table(classification: Classification, *, max_evidence: int = 60) -> T
         t.add_column(name, justify=just)  # type: ignore[arg-type]
     for r in classification.ranges:
         phys = f"{r.start_pfn << shift:#x}-{(r.end_pfn << shift) - 1:#x}"
-        t.add_row(f"{r.start_pfn:#x}", f"{r.end_pfn:#x}", phys,
-                  human_size(r.nr_pages << shift), _cls_text(r.cls),
-                  short_evidence(r, max_evidence))
+        t.add_row(*_plain(f"{r.start_pfn:#x}", f"{r.end_pfn:#x}", phys,
+                          human_size(r.nr_pages << shift)), _cls_text(r.cls),
+                  *_plain(short_evidence(r, max_evidence)))
     return t
 
 
@@ -123,9 +129,9 @@ def sections_table(snapshot: Snapshot) -> Table:
         notes = [] if s.map_consistent else ["CORRUPT"]
         if s.in_flux:
             notes.append("IN_FLUX")
-        t.add_row(str(s.section_nr), f"{s.section_nr << k.section_size_bits:#x}",
-                  "|".join(s.flags) or "-", _smap_chars(s.subsection_map, nsub),
-                  " ".join([state, *notes]))
+        t.add_row(*_plain(str(s.section_nr), f"{s.section_nr << k.section_size_bits:#x}",
+                          "|".join(s.flags) or "-", _smap_chars(s.subsection_map, nsub),
+                          " ".join([state, *notes])))
     return t
 
 
@@ -143,8 +149,8 @@ def pgmaps_table(snapshot: Snapshot) -> Table:
         a = pg.altmap
         alt = (f"{a.base_pfn:#x}/{a.reserve}/{a.free}/{a.align}/{a.alloc}" if a.valid
                else "-")
-        t.add_row(f"{pg.address:#x}", pg.type.removeprefix("MEMORY_DEVICE_"), ranges, alt,
-                  str(pg.vmemmap_shift), str(pg.nr_range),
+        t.add_row(*_plain(f"{pg.address:#x}", pg.type.removeprefix("MEMORY_DEVICE_"), ranges,
+                          alt, str(pg.vmemmap_shift), str(pg.nr_range)),
                   Text("dying", style="red") if pg.ref_dying else Text("live", style="green"))
     return t
 
@@ -157,7 +163,7 @@ def explain_panel(explanation: Explanation) -> Panel:
     for step in explanation.steps:
         facts.add_row(Text(step.title, style="bold underline"), "")
         for key, value in step.items:
-            facts.add_row(f"  {key}", str(value))
+            facts.add_row(*_plain(f"  {key}", str(value)))
     v = explanation.verdict
     verdict = Text.assemble("verdict: ", _cls_text(v.cls),
                             f"  range {v.start_pfn:#x}-{v.end_pfn:#x}  ",
@@ -167,6 +173,6 @@ def explain_panel(explanation: Explanation) -> Panel:
         preds.add_column(name)
     for p in explanation.predicates:
         mark, style = _JUDGEMENT[p.correct]
-        preds.add_row(p.name, p.answer, Text(mark, style=style), p.note)
+        preds.add_row(*_plain(p.name, p.answer), Text(mark, style=style), *_plain(p.note))
     return Panel(Group(facts, Text(""), verdict, Text(""), preds),
                  title=f"PFN {explanation.pfn:#x} (phys {explanation.phys_addr:#x})")
