@@ -31,7 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from subsecinspect.lab import images, qmp
+from subsecinspect.lab import images, qmp, rundirs
 from subsecinspect.lab.channel import Channel, LabBootError, LabError, LabTimeout, Result
 from subsecinspect.lab.disks import build_file_disk, build_project_disk
 
@@ -117,6 +117,7 @@ class LabVM:
         self.gdb_socket = self.run_dir / "gdb.sock"
         self.proc: subprocess.Popen[bytes] | None = None
         self._chan: Channel | None = None
+        self._claim: int | None = None  # flock fd on run/<name>.lock (lab/rundirs.py)
 
     # ------------------------------------------------------------------ files and command line
 
@@ -195,6 +196,12 @@ class LabVM:
                 f"lab cache incomplete ({missing[0]}): run "
                 f"`python -m subsecinspect.lab.images build --kernel {self.kernel}`"
             )
+        if self._claim is None:
+            root = self.run_dir.parent
+            rundirs.prune(root)
+            self.name, self._claim = rundirs.claim(root, self.name)
+            self.run_dir = root / self.name
+            self.gdb_socket = self.run_dir / "gdb.sock"
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.run_dir.mkdir(parents=True)
         for i, n in enumerate(self.nvdimms):
@@ -294,6 +301,9 @@ class LabVM:
             self._chan.close()
         for f in [*self.run_dir.glob("nvdimm*.img"), self.run_dir / "project.img"]:
             f.unlink(missing_ok=True)
+        if self._claim is not None:
+            rundirs.release(self._claim)
+            self._claim = None
         _LIVE.discard(self)
 
     def __enter__(self) -> LabVM:
