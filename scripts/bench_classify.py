@@ -12,11 +12,14 @@ Each measurement runs in its own subprocess; wall time and peak RSS come from ``
   (f) api    the same pipeline through the Python API (open_target, read_snapshot, classify,
              render.jsondoc) without the CLI: shows what the CLI start-up (typer, rich) costs
 
-then the ratios e/a, e/b, c/e, d/e (and f/a), the targets e <= 1.2 a, c/e >= 50 and
-RSS(e) <= 1.5 RSS(a), and a semantics check of e's classification: every namespace's data
-range is C2 (live: from ``ndctl list -N`` + /proc/iomem; dump: the declared layout of
---scenario), and with --facts (the freeze.json of ``python -m subsecinspect.lab.scale dump``)
-the C4 frontier is exactly ``page_to_pfn`` of the page gdb stopped at.
+(a), (b), (e), (f) run --repeat rounds, interleaved. Printed: the ratios e/a, e/b, c/e, d/e
+(and f/a) of the fastest runs, the median over rounds of the per-round e_i/a_i (the target e
+<= 1.2 a is judged on it: both ran back to back under the same host load), the targets c/e
+>= 50 and RSS(e) <= 1.5 RSS(a), and a semantics check of e's classification: every
+namespace's data range is C2 (live: from ``ndctl list -N`` + /proc/iomem; dump: the declared
+layout of --scenario), and with --facts (the freeze.json of ``python -m
+subsecinspect.lab.scale dump``) the C4 frontier is exactly ``page_to_pfn`` of the page gdb
+stopped at.
 
     python3 scripts/bench_classify.py DUMP -s VMLINUX --scenario scale-dump --facts F.json
     python3 scripts/bench_classify.py            # live, in a lab guest (/proc/kcore)
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,105 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEVICE_PREFIXES = ("C2", "C3", "C4", "C5", "MEMMAP_")
+from bench_semantics import device_ranges, semantics
+from bench_stages import stage
+
 KIB = 1024
-
-
-# ---------------------------------------------------------------- children (--stage)
-def _open(target: str | None, vmlinux: str | None) -> Any:
-    """drgn's own start-up, as a user of drgn would write it."""
-    import drgn
-
-    prog = drgn.Program()
-    if target:
-        prog.set_core_dump(target)
-    else:
-        prog.set_kernel()
-    try:
-        if vmlinux:
-            prog.load_debug_info([vmlinux])
-        else:
-            prog.load_debug_info(main=True)
-    except drgn.MissingDebugInfoError:
-        pass
-    prog["mem_section"]  # first lookup: the DWARF index is built lazily
-    return prog
-
-
-def _stage(args: argparse.Namespace) -> dict[str, Any]:
-    if args.stage == "api":
-        return _api(args)
-    t0 = time.monotonic()
-    prog = _open(args.target, args.vmlinux)
-    out: dict[str, Any] = {"load_s": time.monotonic() - t0}
-    if args.stage == "range":
-        from drgn.helpers.linux.mm import for_each_valid_page_range
-
-        t1 = time.monotonic()
-        n = pages = 0
-        for start, end, _mem_map in for_each_valid_page_range(prog):
-            n, pages = n + 1, pages + end - start
-        out.update(walk_s=time.monotonic() - t1, ranges=n, pages=pages)
-    elif args.stage == "page":
-        out.update(_page_walk(prog, json.loads(Path(args.ranges).read_text()), args.budget))
-    return out
-
-
-def _api(args: argparse.Namespace) -> dict[str, Any]:
-    """(f) classify's pipeline through the Python API, without the CLI (typer, rich): what a
-    start-up-free ``classify --json`` would cost. Its own drgn load is in this child too."""
-    from subsecinspect import __version__
-    from subsecinspect.classify import classify
-    from subsecinspect.kernel import read_snapshot
-    from subsecinspect.render import jsondoc
-    from subsecinspect.target import open_target
-
-    t0 = time.monotonic()
-    prog, info = open_target(args.target, args.vmlinux)
-    t1 = time.monotonic()
-    snap = read_snapshot(prog, info)
-    t2 = time.monotonic()
-    cls = classify(snap)
-    t3 = time.monotonic()
-    text = jsondoc.dumps(jsondoc.classification_document(snap, cls, tool_version=__version__))
-    t4 = time.monotonic()
-    return {
-        "open_s": t1 - t0,
-        "read_snapshot_s": t2 - t1,
-        "classify_s": t3 - t2,
-        "render_s": t4 - t3,
-        "json_bytes": len(text),
-    }
-
-
-def _page_walk(prog: Any, ranges: list[list[int]], budget: float) -> dict[str, Any]:
-    """One ``struct page`` Object per PFN (``(vmemmap + pfn).flags``), round robin over the
-    ranges in chunks of 1024 pages until ``budget`` seconds are spent."""
-    import drgn
-
-    mem_map = prog["vmemmap"].read_()
-    total = sum(e - s for s, e in ranges)
-    cursor = [s for s, _ in ranges]
-    done = faults = 0
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < budget and done < total:
-        for i, (_s, e) in enumerate(ranges):
-            stop = min(e, cursor[i] + 1024)
-            for pfn in range(cursor[i], stop):
-                try:
-                    (mem_map + pfn).flags.value_()
-                except drgn.FaultError:
-                    faults += 1
-            done += stop - cursor[i]
-            cursor[i] = stop
-    spent = time.monotonic() - t0
-    return {
-        "walk_s": spent,
-        "pages_walked": done,
-        "faults": faults,
-        "pages_total": total,
-        "walk_total_s": spent * total / max(done, 1),
-    }
 
 
 # ---------------------------------------------------------------- parent
@@ -191,14 +100,6 @@ def _inner(m: dict[str, Any]) -> dict[str, Any]:
     return json.loads(m.pop("stdout"))
 
 
-def _device_ranges(doc: dict[str, Any]) -> list[list[int]]:
-    return [
-        [r["start_pfn"], r["end_pfn"]]
-        for r in doc["ranges"]
-        if r["class"].startswith(DEVICE_PREFIXES)
-    ]
-
-
 def _crash(args: argparse.Namespace) -> dict[str, Any]:
     if not args.target:
         return {"skipped": "live target: crash is not run on /proc/kcore"}
@@ -215,94 +116,6 @@ def _crash(args: argparse.Namespace) -> dict[str, Any]:
     if m["rc"] != 0 or "NR" not in out:
         m["skipped"] = f"crash did not print kmem -n (rc={m['rc']}): {m['stderr'][-300:]}"
     return m
-
-
-# ------------------------------------------------------------- semantics
-def _live_layout() -> tuple[list[Any], list[Any]]:
-    from subsecinspect.lab.scenarios import Namespace, parse_iomem
-
-    text = subprocess.run(["ndctl", "list", "-N"], capture_output=True, text=True).stdout
-    items = json.loads(text) if text.strip() else []
-    items = items if isinstance(items, list) else [items]
-    nss = [
-        Namespace(n["dev"], n["mode"], n.get("map"), int(n["size"]), n.get("name")) for n in items
-    ]
-    return nss, list(parse_iomem(Path("/proc/iomem").read_text()))
-
-
-def _data_ranges(nss: list[Any], iomem: list[Any], page: int) -> list[tuple[str, int, int]]:
-    """(namespace, first pfn, end pfn) of each namespace's data: dax0.N or the fsdax tail."""
-    out = []
-    for ns in nss:
-        idx = ns.dev.removeprefix("namespace")
-        by = {e.name: e for e in iomem}
-        if ns.mode == "devdax" and f"dax{idx}" in by:
-            e = by[f"dax{idx}"]
-            out.append((ns.dev, e.start // page, (e.end + 1) // page))
-        elif ns.mode == "fsdax" and ns.dev in by:
-            e = by[ns.dev]
-            out.append((ns.dev, (e.end + 1 - ns.size) // page, (e.end + 1) // page))
-    return out
-
-
-def _classes(doc: dict[str, Any], a: int, b: int) -> list[tuple[int, int, str, dict[str, Any]]]:
-    return [
-        (max(a, r["start_pfn"]), min(b, r["end_pfn"]), r["class"], r["evidence"])
-        for r in doc["ranges"]
-        if r["start_pfn"] < b and r["end_pfn"] > a
-    ]
-
-
-def _is_c2(cls: str, ev: dict[str, Any]) -> bool:
-    return cls == "C2_DEV_VALID" or (
-        cls == "MEMMAP_UNREADABLE" and ev.get("lifecycle_class") == "C2_DEV_VALID"
-    )
-
-
-def semantics(args: argparse.Namespace, doc: dict[str, Any]) -> dict[str, Any]:
-    """Compare ``classify``'s ranges with the layout (and the freeze facts)."""
-    page = doc["target"]["page_size"]
-    problems: list[str] = []
-    facts = json.loads(Path(args.facts).read_text()) if args.facts else None
-    if args.target:
-        from subsecinspect.lab.scale import SCALE_SCENARIOS
-
-        lay = SCALE_SCENARIOS[args.scenario].stages[-1].layout if args.scenario else None
-        nss, iomem = (list(lay.namespaces), list(lay.iomem)) if lay else ([], [])
-    else:
-        nss, iomem = _live_layout()
-    frozen = None
-    if facts:
-        start, nr = facts["entry"]["start_pfn"], facts["entry"]["nr_pages"]
-        frozen = (start, start + nr)
-    checked = 0
-    for dev, a, b in _data_ranges(nss, iomem, page):
-        if frozen and a < frozen[1] and b > frozen[0]:
-            continue  # the namespace being initialised: checked against gdb below
-        bad = [(s, e, c) for s, e, c, ev in _classes(doc, a, b) if not _is_c2(c, ev)]
-        checked += 1
-        if bad:
-            problems.append(f"{dev} data [{a:#x},{b:#x}) not all C2: {bad[:3]}")
-    out: dict[str, Any] = {"namespaces_checked": checked}
-    if frozen:
-        k = doc["kernel"]
-        pfn = (facts["stop"]["page"] - int(k["vmemmap"], 16)) // k["struct_page_size"]
-        data = [
-            (s, e, c)
-            for s, e, c, _ in _classes(doc, *frozen)
-            if c in ("C2_DEV_VALID", "C4_DEV_INITIALISING")
-        ]
-        c4 = [ev for _, _, c, ev in _classes(doc, *frozen) if c == "C4_DEV_INITIALISING"]
-        out.update(gdb_page_pfn=pfn, c4_frontier=c4[0].get("frontier_pfn") if c4 else None)
-        want_tail = [(pfn, frozen[1], "C4_DEV_INITIALISING")]
-        if not data or data[1:] != want_tail or data[0][1] != pfn or data[0][2] != "C2_DEV_VALID":
-            problems.append(f"frozen range: classify {data}, gdb says frontier {pfn:#x}")
-        if out["c4_frontier"] != pfn:
-            problems.append(f"C4 frontier_pfn {out['c4_frontier']} != gdb page pfn {pfn}")
-    if not checked and not frozen:
-        problems.append("no namespace found to check")
-    out.update(ok=not problems, problems=problems)
-    return out
 
 
 # ---------------------------------------------------------------- main
@@ -328,7 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": doc.get("summary"),
     }
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(_device_ranges(doc), f)
+        json.dump(device_ranges(doc), f)
     try:
         c = _measure(_child(args, "page", "--ranges", f.name, "--budget", str(args.page_budget)))
     finally:
@@ -354,9 +167,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "c/e": cw / ew,
         "d/e": dw / ew if dw else None,
     }
+    # Each round ran a, b, e, f back to back under the same load: the median of the per-round
+    # ratios e_i/a_i is the robust figure on a noisy host (best-of-N pairs one lucky (a)
+    # with one lucky (e)); the target is judged on it.
+    paired = sorted(ei / ai for ei, ai in zip(e["walls_s"], res["a_load"]["walls_s"],
+                                               strict=True))  # fmt: skip
+    res["ratios"]["e/a paired median"] = statistics.median(paired)
     rss_ratio = e["rss_mib"] / res["a_load"]["rss_mib"]
     res["targets"] = {
-        "e <= 1.2 a": ew <= 1.2 * aw,
+        "e <= 1.2 a": statistics.median(paired) <= 1.2,
         "c/e >= 50": cw / ew >= 50,
         "RSS(e) <= 1.5 RSS(a)": rss_ratio <= 1.5,
     }
@@ -432,7 +251,7 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=20.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
-        print(json.dumps(_stage(args)))
+        print(json.dumps(stage(args)))
         return 0
     res = run(args)
     if args.json:

@@ -1,3 +1,5 @@
+"""``python -m subsecinspect``: :func:`subsecinspect.cli.main` (fast path, else the typer app)."""
+
 from subsecinspect.cli import main
 
 main()

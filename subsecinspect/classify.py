@@ -6,11 +6,13 @@ A pure function of a :class:`~subsecinspect.snapshot.Snapshot`
 ``get_dev_pagemap()`` and ``pfn_first()`` (mm/memremap.c), and adds what the
 kernel never records: whether ``memmap_init_zone_device()`` has run.
 
-Per section the work is O(1) unless the section is partially populated or
-holds ZONE_DEVICE memory; only then is it cut at subsection, pgmap range,
-altmap, frontier and readability boundaries. Each elementary piece is decided
-once by :func:`_decide` (the same code :func:`classify_pfn` runs for one PFN),
-and equal neighbours are merged.
+Consecutive sections whose state is the same (flags, subsection map, memory
+block state) form one run; runs are cut at the snapshot's pgmap range, altmap,
+frontier and readability boundaries, and partially populated sections at
+subsection boundaries. Each elementary piece is decided once by :func:`_decide`
+(the same code :func:`classify_pfn` runs for one PFN), and equal neighbours are
+merged; so the work is O(runs + pgmap boundaries), not O(sections), and a TiB
+of uniform ZONE_DEVICE sections costs a handful of decisions.
 
 Decisions, in order, for one PFN:
 
@@ -73,9 +75,11 @@ no nr_range       none                        C2, C5b ``unverified``
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from itertools import pairwise
 
+from subsecinspect.classruns import global_cuts, section_runs, subsection_cuts
 from subsecinspect.pageclass import (
     Classification,
     ClassRange,
@@ -138,7 +142,7 @@ def _decide_unpopulated(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
     if sec.early:
         return (PageClass.EARLY_HOLE,
                 evidence_items(reason="early section, subsection not populated at boot"), None)
-    hosts = sec.taint_zone_device or sec.section_nr in ix.pgmap_sections
+    hosts = sec.taint_zone_device or ix.section_hosts_pgmap(sec.section_nr)
     return (PageClass.C3_SUBSECTION_GAP,
             evidence_items(section_hosts_zone_device=True if hosts else None), None)
 
@@ -314,37 +318,6 @@ def _decide(ix: SnapshotIndex, pfn: int) -> _Decision:
     return _decide_device(ix, pg, rng, pfn)
 
 
-def _section_cuts(ix: SnapshotIndex, sec: Section, start: int, end: int) -> list[int]:
-    """Sorted PFNs in ``(start, end)`` where the class may change."""
-    cuts: set[int] = set()
-    smap = sec.subsection_map
-    nsub = ix.kernel.subsections_per_section
-    full = (1 << nsub) - 1
-    if smap is not None and smap & full not in (0, full):
-        per = ix.pages_per_subsection
-        for i in range(1, nsub):
-            if (smap >> i & 1) != (smap >> (i - 1) & 1):
-                cuts.add(start + i * per)
-    for hit in ix.hits_between(start, end):
-        cuts.update((hit.start_pfn, hit.end_pfn))
-        for pg, rng in hit.claims:
-            if rng is None:
-                continue
-            alt = pg.altmap
-            cuts.update((rng.start_pfn, rng.end_pfn))
-            if alt.valid and rng.index == 0:
-                base = alt.base_pfn
-                cuts.update((base, base + alt.reserve, base + alt.reserve + alt.free))
-            frontier = effective_frontier(ix, pg, rng)
-            if frontier is not None:
-                cuts.add(frontier)
-            mm = ix.memmap(pg, rng)
-            if mm is not None:
-                for a, b, _ in mm.readability:
-                    cuts.update((a, b))
-    return sorted(c for c in cuts if start < c < end)
-
-
 def _emit_gap(
     ix: SnapshotIndex, start: int, end: int, emit: Callable[[int, int, _Decision], None]
 ) -> None:
@@ -360,8 +333,13 @@ def _emit_gap(
 def classify(snapshot: Snapshot) -> Classification:
     """Sorted, maximal ranges covering ``[0, end of the highest present section)``.
 
-    Sections that are absent from the snapshot are HOLE. O(sections + pgmaps +
-    memory blocks), plus subsection-granular work in partial/ZONE_DEVICE sections.
+    Sections that are absent from the snapshot are HOLE. Consecutive sections that
+    look alike to :func:`_decide` (:func:`~subsecinspect.classruns.run_key`) form one
+    run, cut only at the snapshot-wide pgmap boundaries
+    (:func:`~subsecinspect.classruns.global_cuts`); each piece is decided once and equal
+    neighbours are merged, so the result is the same as deciding every PFN.
+    O(sections + pgmaps + memory blocks + readability spans) cheap steps, plus
+    subsection-granular work in partially populated sections.
     """
     ix = SnapshotIndex(snapshot)
     out: list[ClassRange] = []
@@ -376,16 +354,16 @@ def classify(snapshot: Snapshot) -> Classification:
             out.append(ClassRange(a, b, cls, ev, conf))
 
     pps = ix.pages_per_section
+    cuts = global_cuts(ix)
     pos = 0
-    for nr in ix.section_nrs:
-        start = nr * pps
-        if start >= ix.end_pfn:
-            break
+    for first, last, key in section_runs(ix):
+        start, end = first * pps, (last + 1) * pps
         if start > pos:  # sections missing from the snapshot: no section at all
             _emit_gap(ix, pos, start, emit)
-        end = start + pps
-        points = [start, *_section_cuts(ix, ix.sections[nr], start, end), end]
-        for a, b in pairwise(points):
+        inner = cuts[bisect.bisect_right(cuts, start):bisect.bisect_left(cuts, end)]
+        if key is None:
+            inner = sorted({*inner, *subsection_cuts(ix, ix.sections[first], start)})
+        for a, b in pairwise([start, *inner, end]):
             emit(a, b, _decide(ix, a))
         pos = end
     if pos < ix.end_pfn:

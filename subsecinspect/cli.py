@@ -1,10 +1,18 @@
-"""Command line: ``subsecinspect classify | explain | sections | pgmaps``.
+"""Command line entry point: ``subsecinspect classify | explain | sections | pgmaps | trace``.
 
-A typer app. It imports no drgn at module level: a saved snapshot
-(``classify SNAPSHOT.json``) is classified on machines without drgn, and the
-kernel readers are reached only through :mod:`subsecinspect.target` and
-:func:`subsecinspect.kernel.read_snapshot`. Only data goes to stdout;
-warnings and errors go to stderr. Errors are one line,
+:func:`main` (the ``subsecinspect`` console script and ``python -m subsecinspect``)
+first tries the fast path: the non-interactive ``classify [TARGET] [-s VMLINUX]
+--json [--save FILE] [-o FILE] [--debug]`` is parsed here and run without
+importing typer, rich or pydantic, whose start-up costs more than reading and
+classifying a dump (issue 4). Every other command line goes to the typer app in
+:mod:`subsecinspect.cli_app` (``cli.app`` loads it on first use), which runs
+the same helpers below; so both paths print the same document, the same
+warnings and the same one-line errors with the same exit codes.
+
+No drgn at module level: a saved snapshot (``classify SNAPSHOT.json``) is
+classified on machines without drgn, and the kernel readers are reached only
+through :mod:`subsecinspect.target` and :func:`subsecinspect.kernel.read_snapshot`.
+Only data goes to stdout; warnings and errors go to stderr. Errors are one line,
 ``subsecinspect: error: ...``, with the exit code of their
 :mod:`subsecinspect.errors` class; tracebacks only with ``--debug``.
 """
@@ -12,69 +20,39 @@ warnings and errors go to stderr. Errors are one line,
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import signal
 import sys
-import tempfile
-import traceback
-from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.console import Console
+from subsecinspect.errors import OptionError, SubsecinspectError, TargetError
 
-from subsecinspect import __version__, trace_cli
-from subsecinspect.errors import EXIT_CODES, OptionError, SubsecinspectError, TargetError
-from subsecinspect.snapshot import (
-    Snapshot,
-    SnapshotFormatError,
-    snapshot_from_json,
-    snapshot_to_json,
+if TYPE_CHECKING:
+    from subsecinspect.snapshot import Snapshot
+
+__all__ = (
+    "classify_json",
+    "fast_classify_args",
+    "load_snapshot",
+    "main",
+    "parse_location",
+    "run_guarded",
+    "say",
+    "write_atomic",
 )
 
-__all__ = ("app", "main", "parse_location", "write_atomic")
 
-_EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
-
-app = typer.Typer(
-    name="subsecinspect",
-    help="Which struct pages are safe to read: classify every PFN of a live kernel or a vmcore "
-    "into HOLE, ONLINE_RAM and Hildenbrand's five ZONE_DEVICE/hotplug memmap cases.\n\n"
-    + _EXIT_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-TargetArg = Annotated[
-    str | None,
-    typer.Argument(
-        help="/proc/kcore (default, live; needs root), a vmcore (ELF or kdump-compressed), "
-        "or a snapshot saved with --save (*.json, classified offline)",
-        show_default=False,
-    ),
-]
-VmlinuxOpt = Annotated[
-    str | None,
-    typer.Option("-s", "--vmlinux", help="vmlinux with debug info (default: drgn's search)"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON document instead of tables")]
-OutputOpt = Annotated[
-    str | None,
-    typer.Option(
-        "-o", "--output", help="write the output to this file (atomically) instead of stdout"
-    ),
-]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")]
-
-
-class _Terminated(Exception):
+class Terminated(Exception):
     """SIGTERM, turned into an exception so that temporary files are removed."""
+
+
+def say(line: str) -> None:
+    """One line on stderr (warnings and errors; plain text, never markup)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -82,6 +60,8 @@ def write_atomic(path: str, text: str) -> None:
 
     After an error, Ctrl-C or SIGTERM no partial *path* exists.
     """
+    import tempfile
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".subsecinspect-", suffix=".tmp", dir=directory)
     try:
@@ -120,13 +100,43 @@ def parse_location(text: str) -> tuple[int, str]:
     return int(t, 0), kind
 
 
-def _load(target: str | None, vmlinux: str | None) -> Snapshot:
-    """A snapshot from a saved JSON file, or read from the live kernel / a vmcore."""
+def _preload(modules: Sequence[str]) -> threading.Thread:
+    """Import *modules* in a thread while drgn loads debug info (its C code releases the GIL).
+
+    Start-up cost, not semantics: the modules are imported again (a no-op, or the
+    real import with its real error) where they are used. Only subsecinspect modules
+    whose imports drgn's own start-up never takes, so the two threads cannot wait on
+    each other's module locks.
+    """
+    import importlib
+
+    def run() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=run, name="subsecinspect-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def load_snapshot(
+    target: str | None, vmlinux: str | None, warn: bool = True, preload: Sequence[str] = ()
+) -> Snapshot:
+    """A snapshot from a saved JSON file, or read from the live kernel / a vmcore.
+
+    Its warnings are printed to stderr unless *warn* is false. *preload*: modules the
+    caller needs next, imported while drgn loads debug info (:func:`_preload`).
+    """
     if target and target.endswith(".json"):
         if vmlinux:
             raise OptionError("-s/--vmlinux does not apply to a saved snapshot")
+        import dataclasses
+
+        from subsecinspect.snapshot import SnapshotFormatError, snapshot_from_json
+
         try:
-            with open(target) as f:
+            with open(target, "rb") as f:  # the decoder reports bad UTF-8 (exit 3)
                 text = f.read()
         except OSError as e:
             raise TargetError(f"cannot read snapshot {target}: {e.strerror or e}") from None
@@ -134,238 +144,171 @@ def _load(target: str | None, vmlinux: str | None) -> Snapshot:
             snap = snapshot_from_json(text)
         except SnapshotFormatError as e:
             raise TargetError(f"{target} is not a saved subsecinspect snapshot: {e}") from None
-        return dataclasses.replace(
+        snap = dataclasses.replace(
             snap, target=dataclasses.replace(snap.target, format="snapshot", path=target)
         )
-    try:
+    else:
+        try:
+            import drgn  # noqa: F401  (before the preload thread: it imports drgn users)
+
+            from subsecinspect.target import open_target
+        except ImportError as e:
+            raise TargetError(
+                f"cannot read a kernel without drgn ({e}); install drgn==0.3.0, or classify a "
+                "snapshot saved with --save"
+            ) from None
+        loader = _preload(("subsecinspect.kernel", *preload))
+        try:
+            prog, info = open_target(target, vmlinux)
+        finally:
+            loader.join()
         from subsecinspect.kernel import read_snapshot
-        from subsecinspect.target import open_target
-    except ImportError as e:
-        raise TargetError(
-            f"cannot read a kernel without drgn ({e}); install drgn==0.3.0, or classify a "
-            "snapshot saved with --save"
-        ) from None
 
-    prog, info = open_target(target, vmlinux)
-    return read_snapshot(prog, info)
+        snap = read_snapshot(prog, info)
+    if warn:
+        for w in snap.warnings:
+            say(f"subsecinspect: warning: {w}")
+    return snap
 
 
-def _warn(snapshot: Snapshot) -> None:
-    for w in snapshot.warnings:
-        err.print(f"subsecinspect: warning: {w}", markup=False, highlight=False)
-
-
-def _emit(text: str | Any, output: str | None) -> None:
-    """Print *text* (a string or a rich renderable) or write it atomically to *output*."""
+def emit_text(text: str, output: str | None) -> None:
+    """Write *text* to stdout, or atomically to *output*."""
     if output is None:
-        if isinstance(text, str):
-            sys.stdout.write(text)
-        else:
-            out.print(text)
-        return
-    if not isinstance(text, str):
-        cap = Console(width=200, record=True, file=open(os.devnull, "w"))
-        cap.print(text)
-        text = cap.export_text()
-    write_atomic(output, text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(output, text)
 
 
-def _run(debug: bool, fn: Callable[[], None]) -> None:
-    """Run a command body: errors become one line on stderr and the class's exit code."""
+def run_guarded(debug: bool, fn: Callable[[], None]) -> int:
+    """Run a command body; errors become one line on stderr. :return: the exit code."""
     try:
         fn()
     except SubsecinspectError as e:
         if debug:
+            import traceback
+
             traceback.print_exc()
-        err.print(f"subsecinspect: error: {e}", markup=False, highlight=False)
-        raise typer.Exit(e.exit_code) from None
+        say(f"subsecinspect: error: {e}")
+        return e.exit_code
     except KeyboardInterrupt:
-        err.print("subsecinspect: error: interrupted", markup=False, highlight=False)
-        raise typer.Exit(130) from None
-    except _Terminated:
-        err.print("subsecinspect: error: terminated", markup=False, highlight=False)
-        raise typer.Exit(143) from None
-    except typer.Exit:
-        raise
+        say("subsecinspect: error: interrupted")
+        return 130
+    except Terminated:
+        say("subsecinspect: error: terminated")
+        return 143
     except Exception as e:  # a bug: one line unless --debug
         if debug:
+            import traceback
+
             traceback.print_exc()
-        err.print(
-            f"subsecinspect: error: internal error: {type(e).__name__}: {e} "
-            "(run with --debug for the traceback)",
-            markup=False,
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
+        say(f"subsecinspect: error: internal error: {type(e).__name__}: {e} "
+            "(run with --debug for the traceback)")
+        return 1
+    return 0
 
 
-@contextlib.contextmanager
-def _render_api() -> Iterator[Any]:
-    from subsecinspect.render import jsondoc, tables
-
-    yield jsondoc, tables
+#: What :func:`classify_json` imports after the snapshot is read.
+_CLASSIFY_JSON_MODULES = ("subsecinspect.classify", "subsecinspect.render.jsondoc")
 
 
-@app.command()
-def classify(
-    target: TargetArg = None,
-    vmlinux: VmlinuxOpt = None,
-    json_: JsonOpt = False,
-    save: Annotated[
-        str | None, typer.Option("--save", help="also save the snapshot as JSON (atomically)")
-    ] = None,
-    output: OutputOpt = None,
-    debug: DebugOpt = False,
+def classify_json(
+    target: str | None, vmlinux: str | None, save: str | None, output: str | None
 ) -> None:
-    """Classify every PFN: a summary per class and the range table (or --json).
+    """``classify --json``: read (or load) the snapshot, save it if asked, print the document."""
+    from subsecinspect import __version__
+    from subsecinspect.classify import classify
+    from subsecinspect.render import jsondoc
 
-    Examples:
+    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES)
+    if save:
+        from subsecinspect.snapshot import snapshot_to_json
 
-      subsecinspect classify                         # live, via /proc/kcore (root)
+        write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
+    doc = jsondoc.classification_document(snap, classify(snap), tool_version=__version__)
+    emit_text(jsondoc.dumps(doc), output)
 
-      subsecinspect classify vmcore -s vmlinux --json  # a dump, as JSON
 
-      subsecinspect classify --save snap.json        # keep the snapshot for later
+_VALUED = {"-s": "vmlinux", "--vmlinux": "vmlinux", "-o": "output", "--output": "output",
+           "--save": "save"}
+_FLAGS = {"--json": "json", "--debug": "debug"}
 
-      subsecinspect classify snap.json               # re-classify a saved snapshot offline
+
+def fast_classify_args(argv: Sequence[str]) -> dict[str, Any] | None:
+    """The options of ``classify ... --json`` if the fast path handles *argv*, else None.
+
+    Accepted: ``classify``, at most one TARGET, ``-s/--vmlinux V``, ``--save F``,
+    ``-o/--output F`` (also ``--long=V``), ``--debug`` and ``--json``, each at most
+    once, values non-empty and not starting with ``-``. Anything else (tables,
+    ``--help``, ``--``, repeats, unknown or malformed options, usage errors) is
+    left to the typer app, which owns the usage messages.
     """
-
-    def body() -> None:
-        from subsecinspect.classify import classify as do_classify
-
-        snap = _load(target, vmlinux)
-        _warn(snap)
-        if save:
-            write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
-        cls = do_classify(snap)
-        with _render_api() as (jsondoc, tables):
-            if json_:
-                doc = jsondoc.classification_document(snap, cls, tool_version=__version__)
-                _emit(jsondoc.dumps(doc), output)
-            else:
-                from rich.console import Group
-
-                _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
-
-    _run(debug, body)
-
-
-@app.command()
-def explain(
-    location: Annotated[
-        str,
-        typer.Argument(
-            help="PFN (decimal, or pfn:0x...) or physical address (0x..., phys:...)",
-            show_default=False,
-        ),
-    ],
-    target: TargetArg = None,
-    vmlinux: VmlinuxOpt = None,
-    json_: JsonOpt = False,
-    output: OutputOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """The chain of evidence for one PFN, its verdict, and what the kernel's predicates answer.
-
-    A plain number is a PFN; 0x... is a physical address; pfn:0x... is a PFN in hex.
-
-    Examples:
-
-      subsecinspect explain 0x100000000              # physical address 4 GiB, live
-
-      subsecinspect explain pfn:0x100000 vmcore -s vmlinux  # the same page by PFN, in a dump
-
-      subsecinspect explain 1048576 snap.json --json # from a saved snapshot
-    """
-
-    def body() -> None:
-        from subsecinspect.explain import explain as do_explain
-
-        value, kind = parse_location(location)
-        snap = _load(target, vmlinux)
-        _warn(snap)
-        pfn = value >> snap.kernel.page_shift if kind == "phys" else value
-        exp = do_explain(snap, pfn)
-        with _render_api() as (jsondoc, tables):
-            if json_:
-                _emit(jsondoc.dumps(jsondoc.explain_document(snap, exp, tool_version=__version__)),
-                      output)
-            else:
-                _emit(tables.explain_panel(exp), output)
-
-    _run(debug, body)
-
-
-def _snapshot_view(
-    target: str | None, vmlinux: str | None, json_: bool, output: str | None, debug: bool,
-    view: str,
-) -> None:
-    """``sections`` / ``pgmaps``: one snapshot, rendered by ``render.jsondoc.<view>_document``
-    with ``--json``, else by ``render.tables.<view>_table``."""
-
-    def body() -> None:
-        snap = _load(target, vmlinux)
-        _warn(snap)
-        with _render_api() as (jsondoc, tables):
-            if json_:
-                document = getattr(jsondoc, f"{view}_document")
-                _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
-            else:
-                _emit(getattr(tables, f"{view}_table")(snap), output)
-
-    _run(debug, body)
-
-
-@app.command()
-def sections(
-    target: TargetArg = None,
-    vmlinux: VmlinuxOpt = None,
-    json_: JsonOpt = False,
-    output: OutputOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Every present SPARSEMEM section: flags, subsection map, usage.
-
-    Examples:
-
-      subsecinspect sections                         # live
-
-      subsecinspect sections vmcore -s vmlinux --json
-    """
-
-    _snapshot_view(target, vmlinux, json_, output, debug, "sections")
-
-
-@app.command()
-def pgmaps(
-    target: TargetArg = None,
-    vmlinux: VmlinuxOpt = None,
-    json_: JsonOpt = False,
-    output: OutputOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Every dev_pagemap in pgmap_array: type, ranges, altmap, lifecycle, memmap evidence.
-
-    Examples:
-
-      subsecinspect pgmaps                           # live
-
-      subsecinspect pgmaps snap.json --json          # from a saved snapshot
-    """
-
-    _snapshot_view(target, vmlinux, json_, output, debug, "pgmaps")
+    if not argv or argv[0] != "classify":
+        return None
+    opts: dict[str, Any] = {}
+    target: str | None = None
+    rest = list(argv[1:])
+    while rest:
+        tok = rest.pop(0)
+        name, value = tok, None
+        if tok.startswith("--") and "=" in tok:
+            name, value = tok.split("=", 1)
+            if name not in _VALUED:
+                return None
+        if name in _FLAGS:
+            key = _FLAGS[name]
+        elif name in _VALUED:
+            key = _VALUED[name]
+            if value is None:
+                if not rest:
+                    return None
+                value = rest.pop(0)
+            if not value or value.startswith("-"):
+                return None
+        elif tok and not tok.startswith("-") and target is None:
+            target = tok
+            continue
+        else:
+            return None
+        if key in opts:
+            return None
+        opts[key] = True if name in _FLAGS else value
+    if not opts.get("json"):
+        return None
+    return {
+        "target": target,
+        "vmlinux": opts.get("vmlinux"),
+        "save": opts.get("save"),
+        "output": opts.get("output"),
+        "debug": bool(opts.get("debug")),
+    }
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated()
+    raise Terminated()
 
 
-# `subsecinspect trace` lives in trace_cli.py (bcc is imported only when it runs).
-app.command("trace")(trace_cli.trace)
-
-
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Entry point (``subsecinspect`` and ``python -m subsecinspect``)."""
     with contextlib.suppress(ValueError):  # not in the main thread
         signal.signal(signal.SIGTERM, _on_sigterm)
-    app()
+    args = list(sys.argv[1:] if argv is None else argv)
+    fast = fast_classify_args(args)
+    if fast is not None:
+        debug = fast.pop("debug")
+        sys.exit(run_guarded(debug, lambda: classify_json(**fast)))
+    from subsecinspect.cli_app import app
+
+    if argv is None:
+        app()  # click reads sys.argv and names the program itself
+    else:
+        app(args=args)
+
+
+def __getattr__(name: str) -> Any:
+    """``cli.app``: the typer app, imported on first use."""
+    if name == "app":
+        from subsecinspect.cli_app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,6 +11,7 @@ registered, the pgmap's ``ranges[]`` say *which* range (kernel-semantics.md §4.
 from __future__ import annotations
 
 import bisect
+import heapq
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -58,6 +59,8 @@ def _raw_hits(pg: DevPagemap) -> list[tuple[int, int, DevPagemap, PgmapRange | N
         spans = [(r.start_pfn, r.end_pfn) for r in pg.ranges]
     out = []
     for a, b in spans:
+        if a >= b:  # an empty or reversed span registers nothing
+            continue
         cuts = {a, b}
         for r in pg.ranges:
             for p in (r.start_pfn, r.end_pfn):
@@ -90,6 +93,36 @@ def _build_hits(snapshot: Snapshot) -> list[PgmapHit]:
     return hits
 
 
+def _paint_blocks(blocks: tuple[MemoryBlock, ...]) -> list[tuple[int, int, MemoryBlock]]:
+    """Disjoint sorted section intervals ``[start, end)`` -> block; where blocks overlap
+    (damaged input) the one listed last wins. O(blocks log blocks), not O(sections)."""
+    ivs = sorted(
+        ((b.start_section_nr, b.start_section_nr + b.nr_sections, i, b)
+         for i, b in enumerate(blocks) if b.nr_sections > 0),
+        key=lambda t: (t[0], t[2]),
+    )
+    if all(ivs[k][0] >= ivs[k - 1][1] for k in range(1, len(ivs))):
+        return [(a, e, b) for a, e, _, b in ivs]
+    bounds = sorted({p for a, e, _, _ in ivs for p in (a, e)})
+    out: list[tuple[int, int, MemoryBlock]] = []
+    active: list[tuple[int, int, MemoryBlock]] = []  # heap of (-list index, end, block)
+    k = 0
+    for x, y in pairwise(bounds):
+        while k < len(ivs) and ivs[k][0] <= x:
+            heapq.heappush(active, (-ivs[k][2], ivs[k][1], ivs[k][3]))
+            k += 1
+        while active and active[0][1] <= x:
+            heapq.heappop(active)
+        if not active:
+            continue
+        block = active[0][2]
+        if out and out[-1][1] == x and out[-1][2] is block:
+            out[-1] = (out[-1][0], y, block)
+        else:
+            out.append((x, y, block))
+    return out
+
+
 class SnapshotIndex:
     """PFN → section, pgmap claim, memory block and memmap evidence."""
 
@@ -110,20 +143,13 @@ class SnapshotIndex:
         self.memmaps: dict[tuple[int, int], RangeMemmap] = {
             (m.pgmap, m.range_index): m for m in snapshot.memmaps
         }
-        self.blocks: dict[int, MemoryBlock] = {}
-        for b in snapshot.memory_blocks:
-            for nr in range(b.start_section_nr, b.start_section_nr + b.nr_sections):
-                self.blocks[nr] = b
+        # Section intervals -> memory block (the later block in the list wins an overlap).
+        #: ``(first section, end section, block)``, disjoint and sorted.
+        self.block_intervals = _paint_blocks(snapshot.memory_blocks)
+        self._block_starts = [a for a, _, _ in self.block_intervals]
         self.have_blocks = bool(snapshot.memory_blocks)
         #: Scratch memo for derived per-range values (e.g. the effective frontier).
         self.memo: dict[tuple[object, ...], object] = {}
-        # Sections touched by some pgmap (for the C3 note "section hosts ZONE_DEVICE").
-        self.pgmap_sections: set[int] = set()
-        for h in self.hits:
-            first = h.start_pfn >> self.section_shift
-            last = (h.end_pfn - 1) >> self.section_shift
-            self.pgmap_sections.update(range(first, last + 1))
-
     # --- sections -----------------------------------------------------------
 
     def section_nr(self, pfn: int) -> int:
@@ -176,4 +202,16 @@ class SnapshotIndex:
     # --- memory blocks --------------------------------------------------------
 
     def block(self, pfn: int) -> MemoryBlock | None:
-        return self.blocks.get(pfn >> self.section_shift)
+        return self.section_block(pfn >> self.section_shift)
+
+    def section_block(self, nr: int) -> MemoryBlock | None:
+        """The memory block covering section *nr* (O(log blocks), no per-section table)."""
+        i = bisect.bisect_right(self._block_starts, nr) - 1
+        if i >= 0 and nr < self.block_intervals[i][1]:
+            return self.block_intervals[i][2]
+        return None
+
+    def section_hosts_pgmap(self, nr: int) -> bool:
+        """Some ``pgmap_array`` hit touches section *nr* (the C3 "hosts ZONE_DEVICE" note)."""
+        start = nr << self.section_shift
+        return bool(self.hits_between(start, start + self.pages_per_section))

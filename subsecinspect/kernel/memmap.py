@@ -5,15 +5,18 @@ before 5.18) leaves behind: it initialises ``[pfn_first(), range end)`` in
 ascending PFN order one compound page at a time, so the initialised part is a
 prefix whose end is found by binary search with
 :func:`subsecinspect.fingerprint.find_frontier` (kernel-semantics §4.3 step 4,
-§4.4). Readability is probed once per (section ∩ range) piece, because x86
+§4.4). Readability is decided per (section ∩ range) piece, because x86
 populates a piece's vmemmap in one way: 2 MiB blocks from the altmap (on the
 device) for whole sections, base pages from RAM otherwise, or the boot memmap
-of an early section (``section_activate()``, ``vmemmap_populate()``).
+of an early section (``section_activate()``, ``vmemmap_populate()``); and only
+a sample of the pieces is probed, bisecting where two samples differ, because
+the statuses form runs (:func:`_readability`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 
 import drgn
 from drgn import Object, Program
@@ -104,36 +107,98 @@ def _append(spans: list[Span], start: int, end: int, st: MemmapStatus) -> None:
         spans.append((start, end, st))
 
 
+#: Every how many (section ∩ range) pieces :func:`_readability` probes; between two
+#: probed pieces that agree nothing changes (see there), elsewhere it bisects.
+SAMPLE_STRIDE = 64
+
+_Pair = tuple[MemmapStatus, str, MemmapStatus, str]
+
+
 def _readability(
     reader: PageReader, rd: Readability, start: int, end: int
 ) -> tuple[list[Span], str]:
-    """Readability spans of ``[start, end)``; subsection granularity where a piece is mixed."""
+    """Readability spans of ``[start, end)``; subsection granularity where a piece is mixed.
+
+    A piece is one section ∩ ``[start, end)``. A probed piece reads its first PFN and
+    the first PFN of its last subsection; if both agree the whole piece has that
+    status, else each subsection is probed. Not every piece is probed: the first
+    two, the last two and every :data:`SAMPLE_STRIDE`-th are, and between two probed
+    pieces ``i < j`` the pieces in between are taken to have the status where ``i`` ends
+    when ``j`` starts with that same status; otherwise the middle piece is probed
+    and both halves are decided the same way, down to neighbouring pieces. So every
+    change of status that shows at a probed piece is found at its exact piece.
+
+    Why the statuses form runs: the memmap of one range is populated in one
+    ``__add_pages()`` -> ``section_activate()`` pass, section by section, and on
+    x86 ``vmemmap_populate()`` backs every full section the same way (2 MiB blocks
+    from the pgmap's altmap if it has one, with no fallback, else from RAM), only
+    partial head/tail sections with base pages from RAM; a dump captures or drops
+    those backing pages by physical range (RAM yes, persistent memory no; makedumpfile's zero-page
+    exclusion can only hit memmap past the initialised frontier, a suffix), and
+    live /proc/kcore maps the vmemmap of System RAM only. Each of these changes
+    the status at most once or twice per range, at boundaries that then hold for
+    a whole run of sections, never for an island between two agreeing samples.
+    """
     ki = reader.ki
     pps, ppsub = ki.pages_per_section, ki.pages_per_subsection
+    first_sec = start // pps
+    n = (end - 1) // pps - first_sec + 1 if end > start else 0
+
+    def piece(i: int) -> tuple[int, int]:
+        """Piece *i*: section ``first_sec + i`` ∩ ``[start, end)``."""
+        return max(start, (first_sec + i) * pps), min(end, (first_sec + i + 1) * pps)
+
+    pairs: dict[int, _Pair] = {}
+
+    def pair(i: int) -> _Pair:
+        if i not in pairs:
+            a, b = piece(i)
+            last_sub = max(a, (b - 1) // ppsub * ppsub)
+            st_a, err_a = _probe(reader, rd, a)
+            st_b, err_b = (st_a, err_a) if last_sub == a else _probe(reader, rd, last_sub)
+            pairs[i] = (st_a, err_a, st_b, err_b)
+        return pairs[i]
+
+    def between(i: int, j: int) -> None:
+        """Probe what is needed strictly between the probed pieces *i* < *j*."""
+        while j - i > 1 and pair(i)[2] != pair(j)[0]:
+            m = (i + j) // 2
+            pair(m)
+            between(i, m)
+            i = m
+
+    # The head and tail pieces may be partial sections (populated differently): they and
+    # their neighbours, the first and last full sections, are always probed.
+    probed = sorted({*range(1, n, SAMPLE_STRIDE), 0, n - 2, n - 1} & set(range(n)))
+    for i in probed:
+        pair(i)
+    for i, j in pairwise(probed):
+        between(i, j)
     spans: list[Span] = []
     first_error = ""
-    piece = start
-    while piece < end:
-        piece_end = min(end, (piece // pps + 1) * pps)
-        last_sub = max(piece, (piece_end - 1) // ppsub * ppsub)
-        st_a, err_a = _probe(reader, rd, piece)
-        st_b, err_b = (st_a, err_a) if last_sub == piece else _probe(reader, rd, last_sub)
+    prev = -1
+    for i in sorted(pairs):
+        if i > prev + 1:  # unprobed pieces between two that agree: the status carries on
+            _append(spans, piece(prev + 1)[0], piece(i)[0], pairs[prev][2])
+        prev = i
+        a, b = piece(i)
+        st_a, err_a, st_b, err_b = pairs[i]
         first_error = first_error or err_a or err_b
         if st_a == st_b:
-            _append(spans, piece, piece_end, st_a)
-        else:
-            sub = piece
-            while sub < piece_end:
-                sub_end = min(piece_end, (sub // ppsub + 1) * ppsub)
-                st, err = (
-                    (st_a, err_a) if sub == piece
-                    else (st_b, err_b) if sub == last_sub
-                    else _probe(reader, rd, sub)
-                )
-                first_error = first_error or err
-                _append(spans, sub, sub_end, st)
-                sub = sub_end
-        piece = piece_end
+            _append(spans, a, b, st_a)
+            continue
+        last_sub = max(a, (b - 1) // ppsub * ppsub)
+        sub = a
+        while sub < b:
+            sub_end = min(b, (sub // ppsub + 1) * ppsub)
+            st, err = (
+                (st_a, err_a) if sub == a
+                else (st_b, err_b) if sub == last_sub
+                else _probe(reader, rd, sub)
+            )
+            first_error = first_error or err
+            _append(spans, sub, sub_end, st)
+            sub = sub_end
     return spans, first_error
 
 

@@ -9,10 +9,12 @@ Built on the dataclasses of :mod:`subsecinspect.lab.scenarios` and checked with 
   whole 1 TiB plus RAM (lab-notes §7, §10).
 * :data:`SCALE_CI` (``scale-ci``): the same 1 TiB NVDIMM with three small namespaces (about
   17 GiB, a few seconds of ``memmap_init_zone_device`` under TCG): the cheap lab test.
-* :data:`SCALE_DUMP` (``scale-dump``): the largest layout whose QMP ELF dump stays under ~20 GB
-  on this machine: 1 GiB RAM + one 16 GiB NVDIMM (dump 18.3 GB) with two namespaces created
-  before and a 12 GiB ``map=dev`` devdax namespace created under
-  :func:`subsecinspect.lab.freeze.mid_init` (:data:`FREEZE_LARGE`).
+* :data:`SCALE_DUMP` (``scale-dump``): 1 GiB RAM + one 128 GiB NVDIMM with two namespaces
+  created before and a 120 GiB ``map=dev`` devdax namespace created under
+  :func:`subsecinspect.lab.freeze.mid_init` (:data:`FREEZE_LARGE`). The ELF dump is 138.5 GB
+  long but sparse (:func:`subsecinspect.lab.qmp.sparse_sink`): ~195 MB on disk. What bounds
+  its size is time, not disk: QEMU writes ~480 MB/s into the FIFO here, ~5 min per dump and
+  mid_init takes two (entry, mid); the 1 TiB layout would take ~40 min per dump.
 
 QEMU's TCG CPU has 40 physical-address bits by default, which ends below 1 TiB + 4 GiB;
 :func:`scale_labvm` adds :data:`QEMU_ARGS` (``-cpu max,phys-bits=44``, the last ``-cpu`` wins).
@@ -174,18 +176,18 @@ SCALE_CI = Scenario(
     kernels=_K61,
 )
 
-_DUMP_NVDIMM = 16 * GiB
+_DUMP_NVDIMM = 128 * GiB
 _DUMP_BEFORE: tuple[NsSpec, ...] = (
     ("D1_fsdax_dev", "fsdax", "dev", 400 * MiB),
     ("D2_fsdax_mem", "fsdax", "mem", 1 * GiB + 48 * MiB),
 )
-_DUMP_FROZEN: NsSpec = ("D3_devdax_dev", "devdax", "dev", 12 * GiB + 16 * MiB)
+_DUMP_FROZEN: NsSpec = ("D3_devdax_dev", "devdax", "dev", 120 * GiB + 16 * MiB)
 #: The namespace created while :func:`~subsecinspect.lab.freeze.mid_init` holds the guest.
 FREEZE_LARGE = create_step(_DUMP_FROZEN)
 SCALE_DUMP = Scenario(
     name="scale-dump",
-    description="1 GiB RAM + 16 GiB NVDIMM (ELF dump 18.3 GB): two namespaces, then a 12 GiB "
-    "devdax map=dev one frozen mid-init",
+    description="1 GiB RAM + 128 GiB NVDIMM (sparse ELF dump: 138.5 GB long, ~195 MB on "
+    "disk): two namespaces, then a 120 GiB devdax map=dev one frozen mid-init",
     mem=GiB,
     nvdimms=(Nvdimm(_DUMP_NVDIMM),),
     append=("nokaslr",),
@@ -210,8 +212,8 @@ def scale_labvm(scenario: Scenario, kernel: str = "6.1", **extra: Any) -> Any:
 class _LongQmp:
     """A LabVM whose QMP calls wait long enough for a multi-GB ``dump-guest-memory``.
 
-    kdump.dump_qemu calls ``vm.qmp(...)`` with LabVM's default 60 s timeout; an 18 GB ELF dump
-    takes 60-100 s under load (requested in /work/notes/requests-scale.md).
+    kdump.dump_qemu calls ``vm.qmp(...)`` with LabVM's default 60 s timeout; the 138 GB
+    (sparse) ELF dump of :data:`SCALE_DUMP` takes ~5 min.
     """
 
     def __init__(self, vm: Any, timeout: float = 900.0) -> None:
@@ -225,9 +227,10 @@ class _LongQmp:
 
 
 def make_frozen_dump(outdir: Path, kernel: str = "6.1", ignore: int = 3000) -> dict[str, Any]:
-    """Boot :data:`SCALE_DUMP`, freeze in the 12 GiB namespace's memmap init, dump, let go.
+    """Boot :data:`SCALE_DUMP`, freeze in the 120 GiB namespace's memmap init, dump, let go.
 
-    Keeps ``outdir/mid-<ignore>.vmcore`` (18.3 GB: delete or zstd it after use), deletes the
+    Keeps ``outdir/mid-<ignore>.vmcore`` (138.5 GB long, ~195 MB allocated: delete it after
+    use, copy it with ``cp --sparse=always``), deletes the
     entry dump, writes and returns ``outdir/freeze.json``: the gdb facts of both stops, the
     namespace layout check after the guest resumed, and timings.
     """
@@ -246,7 +249,7 @@ def make_frozen_dump(outdir: Path, kernel: str = "6.1", ignore: int = 3000) -> d
         try:
             run = freeze.mid_init(_LongQmp(vm), kp.vmlinux, FREEZE_LARGE.command, outdir, ignore)
         except BaseException:
-            for f in outdir.glob("mid-*.vmcore"):  # 18 GB each: never leave them behind
+            for f in outdir.glob("mid-*.vmcore"):  # never leave them behind
                 f.unlink(missing_ok=True)
             raise
         after = check_layout(
@@ -282,7 +285,7 @@ def live_bench(
     """
     from subsecinspect.lab.scenarios import apply_stage, check_layout
 
-    bench = Path(__file__).resolve().parents[2] / "scripts" / "bench_classify.py"
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
     t0 = time.monotonic()
     with scale_labvm(scenario, kernel, boot_timeout=300) as vm:
         timings = {"boot_s": time.monotonic() - t0}
@@ -292,7 +295,8 @@ def live_bench(
             timings[f"stage_{st.name}_s"] = time.monotonic() - t1
             if diffs:
                 raise RuntimeError(f"stage {st.name}: {diffs}")
-        vm.put(bench, "/root/bench_classify.py")
+        for name in ("bench_classify.py", "bench_stages.py", "bench_semantics.py"):
+            vm.put(scripts / name, f"/root/{name}")
         r = vm.run(f"python3 /root/bench_classify.py --json {bench_args}", timeout=3600)
         free = vm.run("free -m; uname -r", timeout=60).stdout
     if not r.stdout.strip().startswith("{"):

@@ -1,0 +1,235 @@
+"""The typer app behind :func:`subsecinspect.cli.main`: every command line but the fast path.
+
+``classify`` (tables or JSON), ``explain``, ``sections``, ``pgmaps`` and
+``trace``, with help texts and usage errors. Loading, warnings, errors, exit
+codes and atomic writes are the helpers of :mod:`subsecinspect.cli`, shared
+with the typer-free fast path of ``classify --json``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from subsecinspect import __version__, trace_cli
+from subsecinspect.cli import (
+    classify_json,
+    emit_text,
+    load_snapshot,
+    parse_location,
+    run_guarded,
+    write_atomic,
+)
+from subsecinspect.errors import EXIT_CODES
+
+__all__ = ("app",)
+
+_EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+
+app = typer.Typer(
+    name="subsecinspect",
+    help="Which struct pages are safe to read: classify every PFN of a live kernel or a vmcore "
+    "into HOLE, ONLINE_RAM and Hildenbrand's five ZONE_DEVICE/hotplug memmap cases.\n\n"
+    + _EXIT_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out = Console(soft_wrap=True)
+
+TargetArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="/proc/kcore (default, live; needs root), a vmcore (ELF or kdump-compressed), "
+        "or a snapshot saved with --save (*.json, classified offline)",
+        show_default=False,
+    ),
+]
+VmlinuxOpt = Annotated[
+    str | None,
+    typer.Option("-s", "--vmlinux", help="vmlinux with debug info (default: drgn's search)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON document instead of tables")]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-o", "--output", help="write the output to this file (atomically) instead of stdout"
+    ),
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")]
+
+
+def _emit(text: str | Any, output: str | None) -> None:
+    """Print *text* (a string or a rich renderable) or write it atomically to *output*."""
+    if isinstance(text, str):
+        emit_text(text, output)
+    elif output is None:
+        out.print(text)
+    else:
+        cap = Console(width=200, record=True, file=open(os.devnull, "w"))
+        cap.print(text)
+        write_atomic(output, cap.export_text())
+
+
+def _run(debug: bool, fn: Callable[[], None]) -> None:
+    """:func:`subsecinspect.cli.run_guarded`, ending the command with its exit code."""
+    code = run_guarded(debug, fn)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def classify(
+    target: TargetArg = None,
+    vmlinux: VmlinuxOpt = None,
+    json_: JsonOpt = False,
+    save: Annotated[
+        str | None, typer.Option("--save", help="also save the snapshot as JSON (atomically)")
+    ] = None,
+    output: OutputOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Classify every PFN: a summary per class and the range table (or --json).
+
+    Examples:
+
+      subsecinspect classify                         # live, via /proc/kcore (root)
+
+      subsecinspect classify vmcore -s vmlinux --json  # a dump, as JSON
+
+      subsecinspect classify --save snap.json        # keep the snapshot for later
+
+      subsecinspect classify snap.json               # re-classify a saved snapshot offline
+    """
+
+    def tables_body() -> None:
+        from rich.console import Group
+
+        from subsecinspect.classify import classify as do_classify
+        from subsecinspect.render import tables
+        from subsecinspect.snapshot import snapshot_to_json
+
+        snap = load_snapshot(target, vmlinux)
+        if save:
+            write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
+        cls = do_classify(snap)
+        _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
+
+    if json_:
+        _run(debug, lambda: classify_json(target, vmlinux, save, output))
+    else:
+        _run(debug, tables_body)
+
+
+@app.command()
+def explain(
+    location: Annotated[
+        str,
+        typer.Argument(
+            help="PFN (decimal, or pfn:0x...) or physical address (0x..., phys:...)",
+            show_default=False,
+        ),
+    ],
+    target: TargetArg = None,
+    vmlinux: VmlinuxOpt = None,
+    json_: JsonOpt = False,
+    output: OutputOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """The chain of evidence for one PFN, its verdict, and what the kernel's predicates answer.
+
+    A plain number is a PFN; 0x... is a physical address; pfn:0x... is a PFN in hex.
+
+    Examples:
+
+      subsecinspect explain 0x100000000              # physical address 4 GiB, live
+
+      subsecinspect explain pfn:0x100000 vmcore -s vmlinux  # the same page by PFN, in a dump
+
+      subsecinspect explain 1048576 snap.json --json # from a saved snapshot
+    """
+
+    def body() -> None:
+        from subsecinspect.explain import explain as do_explain
+        from subsecinspect.render import jsondoc, tables
+
+        value, kind = parse_location(location)
+        snap = load_snapshot(target, vmlinux)
+        pfn = value >> snap.kernel.page_shift if kind == "phys" else value
+        exp = do_explain(snap, pfn)
+        if json_:
+            _emit(jsondoc.dumps(jsondoc.explain_document(snap, exp, tool_version=__version__)),
+                  output)
+        else:
+            _emit(tables.explain_panel(exp), output)
+
+    _run(debug, body)
+
+
+def _snapshot_view(
+    target: str | None, vmlinux: str | None, json_: bool, output: str | None, debug: bool,
+    view: str,
+) -> None:
+    """``sections`` / ``pgmaps``: one snapshot, rendered by ``render.jsondoc.<view>_document``
+    with ``--json``, else by ``render.tables.<view>_table``."""
+
+    def body() -> None:
+        from subsecinspect.render import jsondoc, tables
+
+        snap = load_snapshot(target, vmlinux)
+        if json_:
+            document = getattr(jsondoc, f"{view}_document")
+            _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
+        else:
+            _emit(getattr(tables, f"{view}_table")(snap), output)
+
+    _run(debug, body)
+
+
+@app.command()
+def sections(
+    target: TargetArg = None,
+    vmlinux: VmlinuxOpt = None,
+    json_: JsonOpt = False,
+    output: OutputOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Every present SPARSEMEM section: flags, subsection map, usage.
+
+    Examples:
+
+      subsecinspect sections                         # live
+
+      subsecinspect sections vmcore -s vmlinux --json
+    """
+
+    _snapshot_view(target, vmlinux, json_, output, debug, "sections")
+
+
+@app.command()
+def pgmaps(
+    target: TargetArg = None,
+    vmlinux: VmlinuxOpt = None,
+    json_: JsonOpt = False,
+    output: OutputOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Every dev_pagemap in pgmap_array: type, ranges, altmap, lifecycle, memmap evidence.
+
+    Examples:
+
+      subsecinspect pgmaps                           # live
+
+      subsecinspect pgmaps snap.json --json          # from a saved snapshot
+    """
+
+    _snapshot_view(target, vmlinux, json_, output, debug, "pgmaps")
+
+
+# `subsecinspect trace` lives in trace_cli.py (bcc is imported only when it runs).
+app.command("trace")(trace_cli.trace)
