@@ -363,14 +363,18 @@ def snapshot_to_json(snapshot: Snapshot, *, indent: int | None = None) -> str:
     return json.dumps(snapshot_to_dict(snapshot), indent=indent)
 
 
-def _decode(tp: Any, value: Any, where: str) -> Any:
+#: Integers are 64-bit words (signed or unsigned); bitmaps may be longer.
+_BITMAP_BITS = {"subsection_map": 2048}
+
+
+def _decode(tp: Any, value: Any, where: str, bits: int = 64) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _decode(inner[0], value, where)
+        return _decode(inner[0], value, where, bits)
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list):
@@ -385,7 +389,7 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
         try:
             return tp(value)
         except ValueError:
-            raise SnapshotFormatError(f"{where}: bad value {value!r}") from None
+            raise SnapshotFormatError(f"{where}: bad value {_short(value)}") from None
     if isinstance(tp, type) and tp.__name__ in _DATACLASSES:
         return _from_dict(tp, value, where)
     if tp is bool:
@@ -395,6 +399,8 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SnapshotFormatError(f"{where}: expected an integer")
+        if not -(1 << (bits - 1)) <= value < 1 << bits:
+            raise SnapshotFormatError(f"{where}: {value} does not fit in {bits} bits")
         return value
     if tp is str:
         if not isinstance(value, str):
@@ -410,27 +416,49 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
-            kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{where}.{f.name}")
+            bits = _BITMAP_BITS.get(f.name, 64)
+            kwargs[f.name] = _decode(hints[f.name], data[f.name], f"{where}.{f.name}", bits)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise SnapshotFormatError(f"{where}: missing key {f.name!r}")
     unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise SnapshotFormatError(f"{where}: unknown keys {sorted(unknown)}")
+        raise SnapshotFormatError(f"{where}: unknown keys {_short(sorted(unknown))}")
     return cls(**kwargs)
 
 
 def snapshot_from_dict(data: Any) -> Snapshot:
-    """Rebuild a :class:`Snapshot`; raises :class:`SnapshotFormatError` on any mismatch."""
+    """Rebuild a :class:`Snapshot`; raises :class:`SnapshotFormatError` on any mismatch.
+
+    Types are checked here, values by :func:`subsecinspect.snapcheck.check_snapshot`.
+    """
+    from subsecinspect.snapcheck import check_snapshot
+
     if isinstance(data, dict) and data.get("format", SNAPSHOT_FORMAT) != SNAPSHOT_FORMAT:
         raise SnapshotFormatError(
-            f"snapshot format {data.get('format')!r} is not {SNAPSHOT_FORMAT}"
+            f"snapshot format {_short(data.get('format'))} is not {SNAPSHOT_FORMAT}"
         )
-    return _from_dict(Snapshot, data, "snapshot")
+    snapshot = _from_dict(Snapshot, data, "snapshot")
+    check_snapshot(snapshot)
+    return snapshot
 
 
-def snapshot_from_json(text: str) -> Snapshot:
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def snapshot_from_json(text: str | bytes) -> Snapshot:
+    """Decode a saved snapshot (text, or UTF-8 bytes); every failure is one
+    :class:`SnapshotFormatError` line."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise SnapshotFormatError(f"not JSON: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SnapshotFormatError(f"not UTF-8 text: {e.reason} at byte {e.start}") from None
+    except RecursionError:
+        raise SnapshotFormatError("not a snapshot: JSON nested too deeply") from None
+    except ValueError as e:  # an integer literal longer than sys.get_int_max_str_digits()
+        what = "an integer has too many digits" if "digits" in str(e) else _short(str(e), 120)
+        raise SnapshotFormatError(f"not a snapshot: {what}") from None
     return snapshot_from_dict(data)

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,24 +35,34 @@ def _elf_core(phdrs: list[tuple[int, int, int, int]], body: int) -> bytes:
     return bytes(ehdr) + ph + b"\0" * body
 
 
-def test_missing_vmcore(tmp_path: Path) -> None:
-    with pytest.raises(TargetError, match="no such vmcore"):
+def _record(rec: Any, case: str, tried: str, e: BaseException) -> None:
+    """Record an in-process error: its class, message and the exit code the CLI maps it to."""
+    rec(case, tried, f"{type(e).__name__}: {e}", getattr(e, "exit_code", None))
+
+
+def test_missing_vmcore(tmp_path: Path, bad_input_record: Any) -> None:
+    with pytest.raises(TargetError, match="no such vmcore") as ei:
         open_target(str(tmp_path / "nope"))
+    _record(bad_input_record, "missing vmcore", "open_target(<tmp>/nope)", ei.value)
 
 
-def test_garbage_is_not_a_vmcore(tmp_path: Path) -> None:
+def test_garbage_is_not_a_vmcore(tmp_path: Path, bad_input_record: Any) -> None:
     p = tmp_path / "garbage"
     p.write_bytes(os.urandom(4096).replace(b"\x7fELF", b"xxxx"))
-    with pytest.raises(TargetError, match="not a vmcore"):
+    with pytest.raises(TargetError, match="not a vmcore") as ei:
         inspect_dump(str(p))
+    _record(bad_input_record, "random bytes as a vmcore", "inspect_dump(4 KiB of random bytes)",
+            ei.value)
 
 
-def test_truncated_elf(tmp_path: Path) -> None:
+def test_truncated_elf(tmp_path: Path, bad_input_record: Any) -> None:
     p = tmp_path / "trunc.vmcore"
     data = _elf_core([(4096, 0x100000, 1 << 20, 1 << 20)], body=4096)
     p.write_bytes(data)
-    with pytest.raises(TargetError, match=r"truncated vmcore.*need 1052672 bytes"):
+    with pytest.raises(TargetError, match=r"truncated vmcore.*need 1052672 bytes") as ei:
         inspect_dump(str(p))
+    _record(bad_input_record, "truncated ELF vmcore", "inspect_dump(ELF core, 1 MiB segment, "
+            "4 KiB of it in the file)", ei.value)
 
 
 def test_complete_elf_segments(tmp_path: Path) -> None:
@@ -64,36 +75,44 @@ def test_complete_elf_segments(tmp_path: Path) -> None:
     assert d.max_pfn == 0x102
 
 
-def test_flattened_kdump_is_refused(tmp_path: Path) -> None:
+def test_flattened_kdump_is_refused(tmp_path: Path, bad_input_record: Any) -> None:
     p = tmp_path / "flat.vmcore"
     p.write_bytes(b"makedumpfile\0\0\0\0" + b"\0" * 4096)
-    with pytest.raises(TargetError, match="flattened format"):
+    with pytest.raises(TargetError, match="flattened format") as ei:
         inspect_dump(str(p))
+    _record(bad_input_record, "flattened makedumpfile output", "inspect_dump(makedumpfile -F "
+            "header)", ei.value)
 
 
-def test_truncated_kdump_header(tmp_path: Path) -> None:
+def test_truncated_kdump_header(tmp_path: Path, bad_input_record: Any) -> None:
     p = tmp_path / "kdump.vmcore"
     hdr = bytearray(4096)
     hdr[0:8] = b"KDUMP   "
     # status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr at offset 424
     struct.pack_into("<iiiiI", hdr, 424, 0, 4096, 1, 16, 0x40000)
     p.write_bytes(bytes(hdr))
-    with pytest.raises(TargetError, match=r"truncated vmcore.*73728 bytes"):
+    with pytest.raises(TargetError, match=r"truncated vmcore.*73728 bytes") as ei:
         inspect_dump(str(p))
+    _record(bad_input_record, "truncated kdump (header only)", "inspect_dump(KDUMP header "
+            "without bitmaps and pages)", ei.value)
 
 
-def test_missing_vmlinux(tmp_path: Path) -> None:
+def test_missing_vmlinux(tmp_path: Path, bad_input_record: Any) -> None:
     # Checked before the target is opened, so any target will do.
-    with pytest.raises(DebugInfoError, match=r"vmlinux not found: .*vmlinux-missing"):
+    with pytest.raises(DebugInfoError, match=r"vmlinux not found: .*vmlinux-missing") as ei:
         open_target(str(tmp_path / "core"), str(tmp_path / "vmlinux-missing"))
+    _record(bad_input_record, "missing vmlinux", "open_target(core, -s <tmp>/vmlinux-missing)",
+            ei.value)
 
 
-def test_elf_core_without_vmcoreinfo(tmp_path: Path) -> None:
+def test_elf_core_without_vmcoreinfo(tmp_path: Path, bad_input_record: Any) -> None:
     p = tmp_path / "core"
     hdr = _elf_core([(4096, 0, 4096, 4096)], body=0)
     p.write_bytes(hdr + b"\0" * (8192 - len(hdr)))
-    with pytest.raises(TargetError, match="cannot open vmcore"):
+    with pytest.raises(TargetError, match="cannot open vmcore") as ei:
         open_target(str(p))
+    _record(bad_input_record, "ELF core without VMCOREINFO", "open_target(ELF core, no notes)",
+            ei.value)
 
 
 def test_build_id_of_non_elf(tmp_path: Path) -> None:

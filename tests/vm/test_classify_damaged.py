@@ -154,13 +154,49 @@ def outcomes(
     yield out
 
 
+#: What each case did to the dump, for the README table (scripts/bad_input_table.py).
+TRIED = {
+    "intact": "classify DUMP -s vmlinux --json, ELF dump of nvdimm-mixed, undamaged",
+    "zero_root_table": "the same, mem_section root pointers zeroed",
+    "random_root0": "the same, random bytes over the 128 mem_sections of root 0",
+    "zero_usage": "the same, usage of the first pgmap section zeroed",
+    "random_pgmap": "the same, random bytes over the last dev_pagemap",
+    "zero_pgmap": "the same, the last dev_pagemap zeroed",
+    "zero_xa_node": "the same, the pgmap_array root xa_node zeroed",
+    "truncated": "the same dump cut in half",
+    "wrong_vmlinux": "the dump with another kernel's vmlinux (-s)",
+}
+DEGRADED = ("CORRUPT", "MEMMAP_UNREADABLE", "MEMMAP_NOT_CAPTURED", "IN_FLUX")
+
+
+def _answer(o: Outcome) -> str:
+    """What the tool said: its error line, or the labels and warnings of a degraded result."""
+    if o.doc is None:
+        return o.stderr
+    warnings = o.doc["warnings"]
+    labels = [r["class"] for r in o.doc["ranges"] if r["class"] in DEGRADED]
+    parts = [f"exit 0, {len(o.doc['ranges'])} ranges"]
+    parts.append(", ".join(f"{labels.count(c)} {c}" for c in DEGRADED if c in labels)
+                 or "no degraded label")
+    parts.append(f"{len(warnings)} warning(s)" + (f", first: {warnings[0]}" if warnings else ""))
+    if "Traceback" in o.stderr:  # flagged by the recorder; the test fails on it
+        parts.append(o.stderr)
+    return "; ".join(parts)
+
+
 def _no_traceback(o: Outcome) -> None:
     assert "Traceback" not in o.stderr
     for line in o.stderr.strip().splitlines():
         assert line.startswith(("subsecinspect: error: ", "subsecinspect: warning: ")), line
 
 
-def test_every_case_is_clean(outcomes: dict[str, Outcome]) -> None:
+def test_every_case_is_clean(
+    outcomes: dict[str, Outcome], request: pytest.FixtureRequest, bad_input_record: Any
+) -> None:
+    kernel = request.node.callspec.params["outcomes"]
+    for name, o in outcomes.items():
+        tried = TRIED.get(name, name).replace("another kernel's", f"{WRONG[kernel]}'s")
+        bad_input_record(name.replace("_", " "), tried, _answer(o), o.rc, kernel=kernel)
     for name, o in outcomes.items():
         _no_traceback(o)
         assert o.rc in (0, 3, 4, 6), name

@@ -187,8 +187,26 @@ def test_agrees_with_live_and_marks_device_memmap_not_captured(run: Run, level: 
     assert not_captured == live_unreadable
 
 
-def test_d31_agrees_or_says_what_it_could_not_read(run: Run) -> None:
+def _answer(res: Result) -> str:
+    """What classify said about a dump: its error line, or its degraded labels and warnings."""
+    if res.doc is None:
+        return res.stderr
+    labels = [r["class"] for r in res.doc["ranges"]]
+    degraded = sorted({c for c in labels if c in ("CORRUPT", "MEMMAP_NOT_CAPTURED",
+                                                  "MEMMAP_UNREADABLE", "IN_FLUX")})
+    warnings = res.doc["warnings"]
+    return "; ".join([
+        f"exit 0, {len(labels)} ranges",
+        ", ".join(f"{labels.count(c)} {c}" for c in degraded) or "no degraded label",
+        f"{len(warnings)} warning(s)" + (f", first: {warnings[0]}" if warnings else ""),
+    ])  # fmt: skip
+
+
+def test_d31_agrees_or_says_what_it_could_not_read(run: Run, bad_input_record: Any) -> None:
     res = run.dumps[D31]
+    bad_input_record("kdump with excluded pages (makedumpfile -c -d 31)",
+                     f"classify {D31} -s vmlinux --json", _answer(res), res.rc,
+                     kernel=run.kernel)  # fmt: skip
     assert res.doc is not None, res.stderr
     diffs = _compare(run.live, res.doc)
     if diffs:

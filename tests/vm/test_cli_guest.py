@@ -84,8 +84,10 @@ def guest(
     yield Guest(kernel, snap, live, offline, nonroot, truth)
 
 
-def test_non_root_is_a_one_line_error_exit_3(guest: Guest) -> None:
+def test_non_root_is_a_one_line_error_exit_3(guest: Guest, bad_input_record: Any) -> None:
     rc, out, err = guest.nonroot
+    bad_input_record("/proc/kcore as a non-root user", "classify /proc/kcore --json as uid "
+                     "65534 in the guest", err, rc, kernel=guest.kernel)
     assert rc == 3
     assert out == ""
     assert err.strip() == (
