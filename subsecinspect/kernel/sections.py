@@ -10,6 +10,7 @@ allow (boot sections' usages are one memblock array per node).
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterable
 
@@ -57,14 +58,17 @@ def _layout(prog: Program) -> tuple[int, int, int, int]:
 def _decode_root(
     data: bytes, first_nr: int, count: int, size: int, off_map: int, off_usage: int
 ) -> list[RawSection]:
-    out: list[RawSection] = []
-    for i in range(count):
-        base = i * size
-        smm = struct.unpack_from("<Q", data, base + off_map)[0]
-        usage = struct.unpack_from("<Q", data, base + off_usage)[0] if off_usage >= 0 else 0
-        if smm or usage:
-            out.append((first_nr + i, smm, usage))
-    return out
+    # struct mem_section is a whole number of u64 words: take the two columns with strided
+    # slices of one u64 view instead of unpacking section by section.
+    words = memoryview(data).cast("Q")
+    stride = size // 8
+    smms = words[off_map // 8 :: stride][:count]
+    usages = words[off_usage // 8 :: stride][:count] if off_usage >= 0 else (0,) * count
+    return [
+        (first_nr + i, smm, usage)
+        for i, (smm, usage) in enumerate(zip(smms, usages, strict=True))
+        if smm or usage
+    ]
 
 
 def read_raw_sections(
@@ -184,7 +188,12 @@ def read_sections(prog: Program, ki: KernelInfo) -> tuple[list[Section], list[st
     # Only trust usage when HAS_MEM_MAP is set (kernel-semantics §1.4).
     maps, errors = read_subsection_maps(prog, (u for _, smm, u in raw if smm & has_mem_map))
     sections: list[Section] = []
+    flag_names: dict[int, tuple[str, ...]] = {}  # a handful of distinct flag words per kernel
     for nr, smm, usage in raw:
+        fbits = smm & ~map_mask
+        flags = flag_names.get(fbits)
+        if flags is None:
+            flags = flag_names[fbits] = decode_section_flags(prog, fbits)
         valid = bool(smm & has_mem_map)
         sub = maps.get(usage) if valid and usage else None
         if valid and usage and usage in errors:
@@ -197,7 +206,7 @@ def read_sections(prog: Program, ki: KernelInfo) -> tuple[list[Section], list[st
             Section(
                 section_nr=nr,
                 section_mem_map=smm,
-                flags=decode_section_flags(prog, smm),
+                flags=flags,
                 usage=usage,
                 subsection_map=sub,
                 map_consistent=consistent,
@@ -217,9 +226,14 @@ def read_sections(prog: Program, ki: KernelInfo) -> tuple[list[Section], list[st
 def changed_sections(prog: Program, ki: KernelInfo, sections: Iterable[Section]) -> set[int]:
     """Live guard: section numbers whose word, usage or subsection map changed.
 
-    Re-reads the roots and the usage maps (kernel-semantics §4.3 step 6).
+    Re-reads the roots and the usage maps (kernel-semantics §4.3 step 6), up to the
+    ``__highest_present_section_nr`` of now: sections that section_mark_present() added
+    above the first read's highest (a namespace created meanwhile) count as changed.
     """
     before = {s.section_nr: s for s in sections}
+    highest = constant(prog, "__highest_present_section_nr")
+    if highest is not None and highest > ki.highest_present_section_nr:
+        ki = dataclasses.replace(ki, highest_present_section_nr=highest)
     try:
         raw, _, damaged = read_raw_sections(prog, ki)
     except ReadError:
