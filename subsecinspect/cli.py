@@ -133,7 +133,8 @@ def load_snapshot(
             raise OptionError("-s/--vmlinux does not apply to a saved snapshot")
         import dataclasses
 
-        from subsecinspect.snapshot import SnapshotFormatError, snapshot_from_json
+        from subsecinspect.snapjson import snapshot_from_json
+        from subsecinspect.snapshot import SnapshotFormatError
 
         try:
             with open(target, "rb") as f:  # the decoder reports bad UTF-8 (exit 3)
@@ -222,7 +223,7 @@ def classify_json(
 
     snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES)
     if save:
-        from subsecinspect.snapshot import snapshot_to_json
+        from subsecinspect.snapjson import snapshot_to_json
 
         write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
     doc = jsondoc.classification_document(snap, classify(snap), tool_version=__version__)

@@ -112,7 +112,7 @@ def classify(
 
         from subsecinspect.classify import classify as do_classify
         from subsecinspect.render import tables
-        from subsecinspect.snapshot import snapshot_to_json
+        from subsecinspect.snapjson import snapshot_to_json
 
         snap = load_snapshot(target, vmlinux)
         if save:

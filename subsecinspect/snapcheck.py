@@ -1,6 +1,6 @@
 """Domain checks of a decoded snapshot: every value could come from a kernel.
 
-:func:`snapshot_from_dict <subsecinspect.snapshot.snapshot_from_dict>` checks the *types* of
+:func:`snapshot_from_dict <subsecinspect.snapjson.snapshot_from_dict>` checks the *types* of
 a saved snapshot; this module checks the *values* before the classifier sees them, so that a
 hand-edited or damaged file is refused with one :class:`SnapshotFormatError` line instead of
 sending the classifier into a negative shift or a 2**100-PFN section.

@@ -29,13 +29,8 @@ from typer.testing import CliRunner
 from subsecinspect.classify import classify
 from subsecinspect.cli import app
 from subsecinspect.errors import EXIT_CODES, TargetError
-from subsecinspect.snapshot import (
-    SNAPSHOT_FORMAT,
-    Snapshot,
-    SnapshotFormatError,
-    snapshot_from_json,
-    snapshot_to_json,
-)
+from subsecinspect.snapjson import snapshot_from_json, snapshot_to_json
+from subsecinspect.snapshot import SNAPSHOT_FORMAT, Snapshot, SnapshotFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEEDS: dict[str, Any] = {}

@@ -16,7 +16,8 @@ from subsecinspect.classify import classify, data_first_pfn
 from subsecinspect.explain import explain
 from subsecinspect.fingerprint import altmap_free_fingerprint, zone_device_memmap_initialised
 from subsecinspect.pageclass import Classification, PageClass
-from subsecinspect.snapshot import Snapshot, snapshot_from_json
+from subsecinspect.snapjson import snapshot_from_json
+from subsecinspect.snapshot import Snapshot
 
 LAB = Path(__file__).parent / "fixtures" / "lab"
 P = PageClass

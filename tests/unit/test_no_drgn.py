@@ -27,7 +27,7 @@ import subsecinspect.snapshot, subsecinspect.classify, subsecinspect.fingerprint
 import subsecinspect.predicates, subsecinspect.explain
 import subsecinspect.render.jsondoc, subsecinspect.render.tables, subsecinspect.render.picture
 from subsecinspect.classify import classify
-from subsecinspect.snapshot import snapshot_from_json
+from subsecinspect.snapjson import snapshot_from_json
 
 snap = snapshot_from_json(open(sys.argv[1]).read())
 print(len(classify(snap).ranges))
@@ -44,7 +44,7 @@ def test_pure_modules_import_without_drgn() -> None:
     if not fixture.exists():  # written by test_snapshot_json; build it here if run alone
         from test_classify_cases import memmap_a, nvdimm_mixed
 
-        from subsecinspect.snapshot import snapshot_to_json
+        from subsecinspect.snapjson import snapshot_to_json
         fixture.write_text(snapshot_to_json(nvdimm_mixed(mm_a=memmap_a()), indent=1) + "\n")
     out = subprocess.run([sys.executable, "-c", CHILD, str(fixture)], capture_output=True,
                          text=True, timeout=60)

@@ -12,13 +12,8 @@ from strategies import snapshots
 from test_classify_cases import CASES
 
 from subsecinspect.classify import classify
-from subsecinspect.snapshot import (
-    Snapshot,
-    SnapshotFormatError,
-    snapshot_from_json,
-    snapshot_to_dict,
-    snapshot_to_json,
-)
+from subsecinspect.snapjson import snapshot_from_json, snapshot_to_dict, snapshot_to_json
+from subsecinspect.snapshot import Snapshot, SnapshotFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Saved snapshots, named after the situation (style guide: a fixture is a saved snapshot).
