@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from subsecinspect.lab.racecheck import class_spans as classes
 from subsecinspect.lab.scenarios import Observed
 
 __all__ = (
@@ -55,16 +56,6 @@ def namespaces(obs: Observed) -> tuple[Namespace, ...]:
         out.append(Namespace(ns.dev, ns.mode, ns.map or "", head.start // PAGE, raw_end // PAGE,
                              (raw_end - ns.size) // PAGE))
     return tuple(sorted(out, key=lambda n: n.raw_start))
-
-
-def classes(doc: dict[str, Any], start: int, end: int) -> list[tuple[int, int, str]]:
-    """The ranges of *doc* clipped to ``[start, end)``: (start, end, class)."""
-    out = []
-    for r in doc["ranges"]:
-        a, b = max(start, r["start_pfn"]), min(end, r["end_pfn"])
-        if a < b:
-            out.append((a, b, r["class"]))
-    return out
 
 
 def range_at(doc: dict[str, Any], pfn: int) -> dict[str, Any]:
