@@ -130,3 +130,18 @@ def test_build_id_of_real_elf() -> None:
     else:
         want = out.stdout.split("Build ID:")[1].split()[0]
         assert bid is not None and bid.hex() == want
+
+
+def test_a_32_bit_vmcore_is_refused(tmp_path: Path, bad_input_record: Any) -> None:
+    """An i386 dump (Debian's 686 kernels: no ZONE_DEVICE, no vmemmap, and drgn 0.3.0 has no
+    i386 page-table walker) is refused before drgn is involved."""
+    p = tmp_path / "i386.vmcore"
+    ehdr = bytearray(52)
+    ehdr[0:4] = b"\x7fELF"
+    ehdr[4], ehdr[5], ehdr[6] = 1, 1, 1  # ELFCLASS32, little-endian
+    struct.pack_into("<HHI", ehdr, 16, 4, 3, 1)  # ET_CORE, EM_386
+    p.write_bytes(bytes(ehdr) + b"\0" * 4096)
+    with pytest.raises(TargetError, match="only 64-bit little-endian") as ei:
+        inspect_dump(str(p))
+    assert ei.value.exit_code == TargetError.exit_code
+    _record(bad_input_record, "a 32-bit (i386) vmcore", "inspect_dump(ELF32 EM_386 core)", ei.value)
