@@ -30,6 +30,8 @@
  *   SUBSEC_GDP_ONE_ARG      get_dev_pagemap() takes only the PFN (7.x); both
  *                           forms pass the PFN in the first register, so this only
  *                           documents the build
+ *   SUBSEC_FENTRY           also build fentry/fexit programs of the per-PFN walkers
+ *                           (bcc supports them and the kernel has BTF + BPF trampolines)
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/mm_types.h>
@@ -63,6 +65,9 @@
 #ifndef SUBSEC_SPARSE_REMOVE_MS
 #define SUBSEC_SPARSE_REMOVE_MS 0
 #endif
+#ifndef SUBSEC_FENTRY
+#define SUBSEC_FENTRY 0
+#endif
 
 #define SUBSEC_SECT_SHIFT PFN_SECTION_SHIFT
 
@@ -74,6 +79,13 @@ BPF_ARRAY(windows, struct subsec_window, SUBSEC_MAX_WINDOWS);
 BPF_ARRAY(bounds, struct subsec_bounds, 1);
 /* C1 is per section (memory blocks are whole sections): section nr -> SUBSEC_PH_*. */
 BPF_HASH(c1_sections, u64, u32, SUBSEC_MAX_C1_SECTIONS);
+/* [lo, hi) of every section ever marked C1 (it only grows): outside it the per-PFN walkers
+ * skip the hash lookup, which under TCG costs as much as the rest of the probe. */
+struct subsec_hull {
+	u64 lo;
+	u64 hi;
+};
+BPF_ARRAY(c1_hull, struct subsec_hull, 1);
 /* Kernel stacks of walker hits. */
 BPF_STACK_TRACE(stacks, 1024);
 BPF_PERF_OUTPUT(events);
@@ -85,7 +97,7 @@ struct subsec_seen_key {
 	u64 win_start;
 };
 BPF_HASH(seen, struct subsec_seen_key, u32, 4096);
-BPF_PERCPU_ARRAY(stats, u64, SUBSEC_ST_NR);
+BPF_PERCPU_ARRAY(stats, u64, SUBSEC_STW_SLOTS);
 
 /* Entry state of lifecycle functions, keyed by thread id (one call per thread). */
 struct subsec_entry {
@@ -113,11 +125,9 @@ struct subsec_pending {
 	s32 kstack;
 	u32 walker;
 };
-/* One map per walker: get_dev_pagemap() runs nested inside pfn_to_online_page()
+/* Keyed by pending_key(walker): get_dev_pagemap() runs nested inside pfn_to_online_page()
  * (collision sections, v5.12+) and must not overwrite its entry. */
-BPF_HASH(pending_p2op, u64, struct subsec_pending, 4096);
-BPF_HASH(pending_gdp, u64, struct subsec_pending, 4096);
-BPF_HASH(pending_ppv, u64, struct subsec_pending, 4096);
+BPF_HASH(pending, u64, struct subsec_pending, 4096);
 
 /* --- helpers ---------------------------------------------------------- */
 
@@ -146,6 +156,14 @@ static __always_inline void c1_update(u64 start, u64 end, u32 phase)
 		return;
 	u64 first = start >> SUBSEC_SECT_SHIFT;
 	u64 last = (end - 1) >> SUBSEC_SECT_SHIFT;
+	u32 z = 0;
+	struct subsec_hull *h = c1_hull.lookup(&z);
+	if (h && phase) {
+		if (h->hi == 0 || first < h->lo)
+			h->lo = first;
+		if (last + 1 > h->hi)
+			h->hi = last + 1;
+	}
 #pragma clang loop unroll(disable)
 	for (u32 i = 0; i < SUBSEC_MAX_SPAN_SECT; i++) {
 		u64 sec = first + i;
@@ -257,14 +275,19 @@ static __always_inline u32 cls_prio(u32 cls)
 }
 
 /*
- * Is @pfn in an unsafe window?  Fast path: one hash lookup by section; only
- * sections that hold a window scan the slots.  Fills @hit and returns true.
+ * Is @pfn in an unsafe window?  Fast path: two array lookups (the C1 hull, the window
+ * hull); a hash lookup only inside the C1 hull and a slot scan only inside the window
+ * hull.  Fills @hit and returns true.
  */
 static __always_inline bool window_lookup(u64 pfn, struct subsec_pending *hit)
 {
 	u64 sec = pfn >> SUBSEC_SECT_SHIFT;
 	u32 best = 0;
-	u32 *c1 = c1_sections.lookup(&sec);
+	u32 z = 0;
+	struct subsec_hull *h = c1_hull.lookup(&z);
+	u32 *c1 = NULL;
+	if (h && sec >= h->lo && sec < h->hi)
+		c1 = c1_sections.lookup(&sec);
 	if (c1) {
 		hit->cls = SUBSEC_CLS_C1;
 		hit->phase = *c1;
@@ -273,7 +296,6 @@ static __always_inline bool window_lookup(u64 pfn, struct subsec_pending *hit)
 		hit->owner = 0;
 		best = cls_prio(SUBSEC_CLS_C1);
 	}
-	u32 z = 0;
 	struct subsec_bounds *b = bounds.lookup(&z);
 	if (b && b->nwin && pfn >= b->lo && pfn < b->hi) {
 #pragma clang loop unroll(disable)
@@ -321,7 +343,8 @@ static __always_inline bool range_hits_device_window(u64 start, u64 end, struct 
 	return false;
 }
 
-static __always_inline void emit_walker(struct pt_regs *ctx, struct subsec_pending *hit,
+/* ctx: struct pt_regs * (kprobes) or the u64 argument array (fentry/fexit). */
+static __always_inline void emit_walker(void *ctx, struct subsec_pending *hit,
 					u32 walker, u32 severity, s32 kstack, u64 nr)
 {
 	/* A looping walker hits the same window again and again: report the first few. */
@@ -760,30 +783,44 @@ int on_remove_pfn_range(struct pt_regs *ctx)
 
 /* --- walkers ------------------------------------------------------------ */
 
-/* Entry half of a walker judged by its return value: fill @hit if the PFN is unsafe. */
-static __always_inline bool walker_prepare(struct pt_regs *ctx, u64 pfn, u32 walker,
-					   struct subsec_pending *hit)
+static __always_inline u64 pending_key(u32 walker)
 {
-	stat_inc(SUBSEC_ST_WALKER_CALLS);
-	if (!window_lookup(pfn, hit))
-		return false;
-	stat_inc(SUBSEC_ST_WINDOW_HITS);
-	hit->walker = walker;
-	hit->kstack = stacks.get_stackid(ctx, 0);
-	return true;
+	return ((u64)walker << 32) | (u32)bpf_get_current_pid_tgid();
 }
 
-/* Return half: a non-zero result for a PFN in a window is an alarm. */
-static __always_inline void walker_finish(struct pt_regs *ctx, struct subsec_pending *h, u64 rc)
+/* Entry half of a walker judged by its return value: stash the hit if the PFN is unsafe. */
+static __always_inline int walker_pending(void *ctx, u64 pfn, u32 walker)
 {
+	stat_inc(SUBSEC_STW_BASE + walker);
+	struct subsec_pending hit = {};
+	if (!window_lookup(pfn, &hit))
+		return 0;
+	stat_inc(SUBSEC_ST_WINDOW_HITS);
+	hit.walker = walker;
+	hit.kstack = stacks.get_stackid(ctx, 0);
+	u64 key = pending_key(walker);
+	pending.update(&key, &hit);
+	return 0;
+}
+
+/* Return half: a non-zero result (masked: a bool is only the low byte) is an alarm. */
+static __always_inline int walker_ret(void *ctx, u32 walker, u64 rc)
+{
+	u64 key = pending_key(walker);
+	struct subsec_pending *p = pending.lookup(&key);
+	if (!p)
+		return 0;
+	struct subsec_pending h = *p;
+	pending.delete(&key);
 	if (rc != 0)
-		emit_walker(ctx, h, h->walker, SUBSEC_SEV_ALARM, h->kstack, 1);
+		emit_walker(ctx, &h, walker, SUBSEC_SEV_ALARM, h.kstack, 1);
+	return 0;
 }
 
 /* Walkers judged at entry (they read the struct page, or check it themselves). */
-static __always_inline int walker_entry(struct pt_regs *ctx, u64 pfn, u32 walker, u32 sev)
+static __always_inline int walker_entry(void *ctx, u64 pfn, u32 walker, u32 sev)
 {
-	stat_inc(SUBSEC_ST_WALKER_CALLS);
+	stat_inc(SUBSEC_STW_BASE + walker);
 	struct subsec_pending hit = {};
 	if (!window_lookup(pfn, &hit))
 		return 0;
@@ -792,73 +829,37 @@ static __always_inline int walker_entry(struct pt_regs *ctx, u64 pfn, u32 walker
 	return 0;
 }
 
+/*
+ * The kprobe pair of a walker judged by its return value: on_<fn> stashes, on_<fn>_ret
+ * judges PT_REGS_RC & mask.  PFN is the PT_REGS_PARMn holding the PFN.
+ */
+#define SUBSEC_RET_WALKER(fn, walker, PFN, mask)					\
+	int on_##fn(struct pt_regs *ctx)						\
+	{ return walker_pending(ctx, PFN(ctx), walker); }				\
+	int on_##fn##_ret(struct pt_regs *ctx)						\
+	{ return walker_ret(ctx, walker, PT_REGS_RC(ctx) & (mask)); }
+
 /* struct page *pfn_to_online_page(unsigned long pfn)  (a function since v5.12) */
-int on_pfn_to_online_page(struct pt_regs *ctx)
-{
-	struct subsec_pending hit = {};
-	if (walker_prepare(ctx, PT_REGS_PARM1(ctx), SUBSEC_W_PFN_TO_ONLINE_PAGE, &hit)) {
-		u64 tid = bpf_get_current_pid_tgid();
-		pending_p2op.update(&tid, &hit);
-	}
-	return 0;
-}
-int on_pfn_to_online_page_ret(struct pt_regs *ctx)
-{
-	u64 tid = bpf_get_current_pid_tgid();
-	struct subsec_pending *p = pending_p2op.lookup(&tid);
-	if (!p)
-		return 0;
-	struct subsec_pending h = *p;
-	pending_p2op.delete(&tid);
-	walker_finish(ctx, &h, PT_REGS_RC(ctx));
-	return 0;
-}
+SUBSEC_RET_WALKER(pfn_to_online_page, SUBSEC_W_PFN_TO_ONLINE_PAGE, PT_REGS_PARM1, ~0ULL)
 
 /* struct dev_pagemap *get_dev_pagemap(unsigned long pfn[, struct dev_pagemap *pgmap]) */
 int on_get_dev_pagemap(struct pt_regs *ctx)
 {
-	u64 tid = bpf_get_current_pid_tgid();
-	/* Nested in pfn_to_online_page() (collision sections): that one decides. */
-	if (pending_p2op.lookup(&tid))
+	/* Nested in pfn_to_online_page() for the same PFN (collision sections): that one
+	 * decides.  (Comparing the PFN also ignores an entry its fexit left behind when the
+	 * window closed during the call.) */
+	u64 pfn = PT_REGS_PARM1(ctx);
+	u64 outer = pending_key(SUBSEC_W_PFN_TO_ONLINE_PAGE);
+	struct subsec_pending *o = pending.lookup(&outer);
+	if (o && o->pfn == pfn)
 		return 0;
-	struct subsec_pending hit = {};
-	if (walker_prepare(ctx, PT_REGS_PARM1(ctx), SUBSEC_W_GET_DEV_PAGEMAP, &hit))
-		pending_gdp.update(&tid, &hit);
-	return 0;
+	return walker_pending(ctx, pfn, SUBSEC_W_GET_DEV_PAGEMAP);
 }
 int on_get_dev_pagemap_ret(struct pt_regs *ctx)
-{
-	u64 tid = bpf_get_current_pid_tgid();
-	struct subsec_pending *p = pending_gdp.lookup(&tid);
-	if (!p)
-		return 0;
-	struct subsec_pending h = *p;
-	pending_gdp.delete(&tid);
-	walker_finish(ctx, &h, PT_REGS_RC(ctx));
-	return 0;
-}
+{ return walker_ret(ctx, SUBSEC_W_GET_DEV_PAGEMAP, PT_REGS_RC(ctx)); }
 
 /* bool pgmap_pfn_valid(struct dev_pagemap *pgmap, unsigned long pfn) */
-int on_pgmap_pfn_valid(struct pt_regs *ctx)
-{
-	struct subsec_pending hit = {};
-	if (walker_prepare(ctx, PT_REGS_PARM2(ctx), SUBSEC_W_PGMAP_PFN_VALID, &hit)) {
-		u64 tid = bpf_get_current_pid_tgid();
-		pending_ppv.update(&tid, &hit);
-	}
-	return 0;
-}
-int on_pgmap_pfn_valid_ret(struct pt_regs *ctx)
-{
-	u64 tid = bpf_get_current_pid_tgid();
-	struct subsec_pending *p = pending_ppv.lookup(&tid);
-	if (!p)
-		return 0;
-	struct subsec_pending h = *p;
-	pending_ppv.delete(&tid);
-	walker_finish(ctx, &h, PT_REGS_RC(ctx) & 0xff);  /* bool: only the low byte */
-	return 0;
-}
+SUBSEC_RET_WALKER(pgmap_pfn_valid, SUBSEC_W_PGMAP_PFN_VALID, PT_REGS_PARM2, 0xffULL)
 
 /* int memory_failure(unsigned long pfn, int flags): touches the folio of C4 PFNs */
 int on_memory_failure(struct pt_regs *ctx)
@@ -878,13 +879,13 @@ int on_hwpoison_inject(struct pt_regs *ctx)
 { return walker_entry(ctx, PT_REGS_PARM2(ctx), SUBSEC_W_HWPOISON_INJECT, SUBSEC_SEV_ALARM); }
 
 /* u64 stable_page_flags(const struct page *page): the struct page is read */
-int on_stable_page_flags(struct pt_regs *ctx)
+static __always_inline int spf_check(void *ctx, u64 page)
 {
-	u64 page = PT_REGS_PARM1(ctx);
 	if (!page)
 		return 0;
 	return walker_entry(ctx, page_to_pfn_(page), SUBSEC_W_STABLE_PAGE_FLAGS, SUBSEC_SEV_ALARM);
 }
+int on_stable_page_flags(struct pt_regs *ctx) { return spf_check(ctx, PT_REGS_PARM1(ctx)); }
 
 /* void dump_page(const struct page *page, const char *reason) */
 int on_dump_page(struct pt_regs *ctx)
@@ -894,6 +895,33 @@ int on_dump_page(struct pt_regs *ctx)
 		return 0;
 	return walker_entry(ctx, page_to_pfn_(page), SUBSEC_W_DUMP_PAGE, SUBSEC_SEV_ALARM);
 }
+
+#if SUBSEC_FENTRY
+/*
+ * The per-PFN walkers through BPF trampolines (fentry/fexit, BTF): a direct call instead
+ * of an ftrace kprobe plus a kretprobe, which made /proc/kpageflags 5-6x slower under
+ * TCG.  Same verdicts as the kprobe handlers; bcc names them kfunc__<fn>/kretfunc__<fn>
+ * and the front end attaches one family or the other, never both.
+ */
+KFUNC_PROBE(pfn_to_online_page, unsigned long pfn)
+{ return walker_pending(ctx, pfn, SUBSEC_W_PFN_TO_ONLINE_PAGE); }
+KRETFUNC_PROBE(pfn_to_online_page, unsigned long pfn, void *ret)
+{
+	struct subsec_pending hit = {};
+	if (!window_lookup(pfn, &hit))  /* nothing stashed: spare the hash lookup */
+		return 0;
+	return walker_ret(ctx, SUBSEC_W_PFN_TO_ONLINE_PAGE, (u64)ret);
+}
+
+/* The argument is a PTR_TO_BTF_ID for the verifier, which refuses the arithmetic of
+ * page_to_pfn_(): read the raw value out of the context as a plain number instead. */
+KFUNC_PROBE(stable_page_flags, const void *page_ptr)
+{
+	u64 page = 0;
+	bpf_probe_read_kernel(&page, sizeof(page), &ctx[0]);
+	return spf_check(ctx, page);
+}
+#endif
 
 /*
  * ssize_t kpageflags_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)

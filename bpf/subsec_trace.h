@@ -75,7 +75,7 @@
 #define SUBSEC_SEV_ALARM 2   /* an unsafe struct page was (or will be) read     */
 
 /* Per-CPU counters (stats map index). */
-#define SUBSEC_ST_WALKER_CALLS   0   /* walker probe hits, any PFN          */
+#define SUBSEC_ST_WALKER_CALLS   0   /* unused: see SUBSEC_STW_BASE         */
 #define SUBSEC_ST_WINDOW_HITS    1   /* ... whose PFN was in a window       */
 #define SUBSEC_ST_ALARMS         2
 #define SUBSEC_ST_NOTES          3
@@ -84,6 +84,10 @@
 #define SUBSEC_ST_KPAGE_READS    6   /* /proc/kpage* read() calls           */
 #define SUBSEC_ST_SUPPRESSED     7   /* repeated hits not sent (SUBSEC_ALARM_REPEAT) */
 #define SUBSEC_ST_NR             8
+/* ... then one counter per walker probe: stats[SUBSEC_STW_BASE + SUBSEC_W_*] = its calls,
+ * any PFN (their sum is what walker_calls counted before). */
+#define SUBSEC_STW_BASE          SUBSEC_ST_NR
+#define SUBSEC_STW_SLOTS         (SUBSEC_ST_NR + 16)
 
 /* One slot of the windows array. */
 struct subsec_window {

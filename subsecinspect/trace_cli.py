@@ -24,7 +24,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 
-from subsecinspect.errors import OptionError, SubsecinspectError
+from subsecinspect.errors import OptionError, ProbeError, SubsecinspectError
+from subsecinspect.probes.subsec_trace import StartInterrupted
 
 __all__ = ("leftover_kprobes", "seed_from_live", "trace")
 
@@ -61,11 +62,26 @@ def seed_from_live(vmlinux: str | None) -> tuple[list[Any], set[int], int, str]:
     return wins, c1, shift, snap.kernel.release
 
 
+class _Interrupted(Exception):
+    """SIGINT/SIGTERM before anything was attached (seeding)."""
+
+    def __init__(self, signum: int, phase: str) -> None:
+        super().__init__(signum, phase)
+        self.signum, self.phase = signum, phase
+
+
 class _Stop:
-    """SIGINT/SIGTERM set a flag; the poll loop ends and the probes are detached."""
+    """SIGINT/SIGTERM for the whole command.
+
+    While nothing is attached (seeding) a signal raises :class:`_Interrupted` at once; while
+    bcc compiles, attaches and traces (:meth:`deferred`) it only sets a flag: the attach
+    loop or the poll loop sees it, detaches every probe, and ends cleanly.
+    """
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.phase = "starting"
+        self._defer = False
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _Stop:
@@ -74,7 +90,16 @@ class _Stop:
         return self
 
     def _handler(self, signum: int, frame: object) -> None:
-        self.signal = signum
+        if self.signal is None:
+            self.signal = signum
+        if not self._defer:
+            raise _Interrupted(signum, self.phase)
+
+    def deferred(self, phase: str) -> _Stop:
+        self.phase, self._defer = phase, True
+        if self.signal is not None:  # arrived between two phases
+            raise _Interrupted(self.signal, phase)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         for s, h in self._old.items():
@@ -100,7 +125,11 @@ def trace(
     hot_walkers: Annotated[
         bool,
         typer.Option("--hot-walkers", help="also probe the per-PFN walkers pfn_to_online_page "
-                     "and stable_page_flags (slows /proc/kpageflags and compaction a lot)"),
+                     "and stable_page_flags, through fentry/fexit where the kernel and bcc "
+                     "allow (/proc/kpageflags + compaction ~2.4x slower; ~5x via kprobes)"),
+    ] = False,
+    kprobes_only: Annotated[
+        bool, typer.Option("--kprobes-only", help="never use fentry/fexit (BPF trampolines)")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")] = False,
 ) -> None:
@@ -117,9 +146,18 @@ def trace(
       subsecinspect trace --hot-walkers -d 30    # also check every pfn_to_online_page()
 
       subsecinspect trace --print-bpf           # the C program and flags that would be loaded
+
+    Exit codes: 0 when -d, Ctrl-C or SIGTERM ends the tracing (summary, probes detached);
+
+    7 when it cannot trace (bcc, kprobes off, kernel headers, root, compile, attach);
+
+    130/143 on SIGINT/SIGTERM before the tracing began (nothing is left attached).
     """
+    stop = _Stop()
     try:
-        code = _trace(duration, json_, print_bpf, seed, vmlinux, hot_walkers)
+        with stop:
+            code = _trace(stop, duration, json_, print_bpf, seed, vmlinux, hot_walkers,
+                          kprobes_only, debug)
     except SubsecinspectError as e:
         if debug:
             import traceback
@@ -127,11 +165,17 @@ def trace(
             traceback.print_exc()
         err.print(f"subsecinspect: error: {e}", markup=False, highlight=False)
         raise typer.Exit(e.exit_code) from None
+    except (_Interrupted, StartInterrupted) as e:
+        name = signal.Signals(e.signum).name
+        err.print(f"subsecinspect: error: {name} while {stop.phase}; no probe left attached",
+                  markup=False, highlight=False)
+        raise typer.Exit(128 + e.signum) from None
     raise typer.Exit(code)
 
 
-def _trace(duration: float | None, json_: bool, print_bpf: bool, seed: bool,
-           vmlinux: str | None, hot_walkers: bool) -> int:
+def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, seed: bool,
+           vmlinux: str | None, hot_walkers: bool, kprobes_only: bool,
+           debug: bool = False) -> int:
     from subsecinspect.probes.subsec_trace import SubsecTrace
     from subsecinspect.probes.timeline import Summary, event_record, event_text
     from subsecinspect.probes.windows import WindowModel
@@ -141,17 +185,21 @@ def _trace(duration: float | None, json_: bool, print_bpf: bool, seed: bool,
     if print_bpf:
         sys.stdout.write(SubsecTrace().source())
         return 0
+    if os.geteuid() != 0:
+        raise ProbeError("trace needs root (BPF programs, kprobes, /proc/kallsyms addresses)")
+    stop.phase = "seeding"
     wins: list[Any] = []
     c1: set[int] = set()
     shift = 15  # x86_64: SECTION_SIZE_BITS 27 - PAGE_SHIFT 12; replaced by the snapshot's
     if seed:
+        err.print("trace: seeding from a live classification", highlight=False)
         t = time.monotonic()
         wins, c1, shift, _ = seed_from_live(vmlinux)
         err.print(f"trace: seeded {len(wins)} windows and {len(c1)} C1 sections from a live "
                   f"classification in {time.monotonic() - t:.1f}s", highlight=False)
     model = WindowModel.seeded(wins, c1, shift)
     summary = Summary()
-    tracer = SubsecTrace(wins, c1, hot_walkers=hot_walkers)
+    tracer = SubsecTrace(wins, c1, hot_walkers=hot_walkers, fentry=not kprobes_only)
     recent: deque[str] = deque(maxlen=20)
     alarms: deque[str] = deque(maxlen=6)
     t0 = [0]
@@ -182,36 +230,52 @@ def _trace(duration: float | None, json_: bool, print_bpf: bool, seed: bool,
         else:
             emit(line)
 
+    def progress(step: str) -> None:
+        stop.phase = step
+        err.print(f"trace: {step} ({time.monotonic() - t_start:.1f}s)", highlight=False)
+
     t_start = time.monotonic()
-    with _Stop() as stop:
-        report = tracer.start(on_event)
+    stop.deferred("compiling")
+    try:
+        try:
+            report = tracer.start(on_event, lambda: stop.signal, progress)
+        finally:
+            if debug:  # what bcc, clang and the verifier said (kept off the terminal)
+                for what, text in tracer.logs.items():
+                    if text.strip() and (what != "compile" or "error" in text):
+                        err.print(f"---- {what}\n{text.rstrip()}", markup=False,
+                                  highlight=False)
+        stop.phase = "tracing"
         setup = time.monotonic() - t_start
         err.print(f"trace: attached {len(report.attached)} probe points in {setup:.1f}s"
                   f" (pid {os.getpid()})", highlight=False)
         for fn, why in sorted(report.skipped.items()):
             err.print(f"trace: not attached: {fn}: {why}", markup=False, highlight=False)
+        if report.fentry_off:
+            err.print(f"trace: no fentry/fexit: {'; '.join(report.fentry_off)}", markup=False,
+                      highlight=False)
         if json_:
             emit({"type": "attach", "attached": report.attached, "skipped": report.skipped,
-                  "setup_s": round(setup, 2), "pid": os.getpid(),
-                  "seeded_windows": len(wins), "seeded_c1_sections": len(c1)})
+                  "fentry_off": report.fentry_off, "setup_s": round(setup, 2),
+                  "pid": os.getpid(), "seeded_windows": len(wins),
+                  "seeded_c1_sections": len(c1)})
         end = None if duration is None else time.monotonic() + duration
-        try:
-            if live_view:
-                with Live(console=out, refresh_per_second=4) as live:
-                    while stop.signal is None and (end is None or time.monotonic() < end):
-                        tracer.poll(200)
-                        live.update(Group(
-                            Panel(Text("\n".join(recent)), title="hotplug timeline"),
-                            Panel(Text("\n".join(alarms)), title=f"alarms ({summary.alarms})"),
-                        ))
-            else:
+        if live_view:
+            with Live(console=out, refresh_per_second=4) as live:
                 while stop.signal is None and (end is None or time.monotonic() < end):
                     tracer.poll(200)
-            tracer.poll(0)  # drain
-            stats = tracer.stats()
-            windows_now = len(tracer.current_windows())
-        finally:
-            tracer.close()
+                    live.update(Group(
+                        Panel(Text("\n".join(recent)), title="hotplug timeline"),
+                        Panel(Text("\n".join(alarms)), title=f"alarms ({summary.alarms})"),
+                    ))
+        else:
+            while stop.signal is None and (end is None or time.monotonic() < end):
+                tracer.poll(200)
+        tracer.drain()
+        stats = tracer.stats()
+        windows_now = len(tracer.current_windows())
+    finally:
+        tracer.close()
     summary.lost = tracer.lost
     left = leftover_kprobes(os.getpid())
     extra = {"stats": stats, "windows_at_exit": windows_now, "kprobes_left": len(left),

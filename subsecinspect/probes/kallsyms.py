@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ("PROBES", "Planned", "ProbeSpec", "Skipped", "plan", "symbols")
+__all__ = ("HOT_OFF", "PROBES", "Planned", "ProbeSpec", "Skipped", "plan", "symbols")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +35,13 @@ class ProbeSpec:
     required: bool = False
     #: Called once per PFN by the kernel's own walkers (/proc/kpageflags, compaction): a
     #: kprobe+kretprobe there costs several times the walk itself under TCG, so these are
-    #: attached only on request (``--hot-walkers``).
+    #: attached only on request (``--hot-walkers``); fentry/fexit (:attr:`fentry`) halve
+    #: the cost but it stays far above the 2 % budget (scripts/bench_trace.py).
     hot: bool = False
+    #: bcc ``kfunc__<function>`` / ``kretfunc__<function>`` programs exist for it (built
+    #: with -DSUBSEC_FENTRY=1); the kprobe handlers remain the fallback.
+    fentry: bool = False
+    fexit: bool = False
 
 
 #: Every probe point of bpf/subsec_trace.bpf.c, in attach order (lifecycle first).
@@ -70,7 +75,8 @@ PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("remove_pfn_range_from_zone", "on_remove_pfn_range", None, "lifecycle",
               "memmap poisoned (DEBUG_VM) / stale"),
     ProbeSpec("pfn_to_online_page", "on_pfn_to_online_page", "on_pfn_to_online_page_ret",
-              "walker", "returns a page for an unsafe PFN (a function since v5.12)", hot=True),
+              "walker", "returns a page for an unsafe PFN (a function since v5.12)", hot=True,
+              fentry=True, fexit=True),
     ProbeSpec("get_dev_pagemap", "on_get_dev_pagemap", "on_get_dev_pagemap_ret", "walker",
               "returns the live pgmap of C4/C5 PFNs"),
     ProbeSpec("pgmap_pfn_valid", "on_pgmap_pfn_valid", "on_pgmap_pfn_valid_ret", "walker",
@@ -84,7 +90,7 @@ PROBES: tuple[ProbeSpec, ...] = (
     ProbeSpec("hwpoison_inject", "on_hwpoison_inject", None, "walker",
               "pfn_valid + pfn_to_page, no online check (module hwpoison_inject)"),
     ProbeSpec("stable_page_flags", "on_stable_page_flags", None, "walker",
-              "reads the struct page it is given", hot=True),
+              "reads the struct page it is given", hot=True, fentry=True),
     ProbeSpec("dump_page", "on_dump_page", None, "walker", "reads the struct page it is given"),
     ProbeSpec("kpageflags_read", "on_kpageflags_read", None, "walker",
               "/proc/kpageflags range (note only)"),
@@ -149,12 +155,17 @@ def _blacklisted(blacklist: str) -> set[str]:
     return names
 
 
+HOT_OFF = "per-PFN hot path, off by default (--hot-walkers)"
+
+
 def plan(
-    kallsyms: str, blacklist: str = "", specs: tuple[ProbeSpec, ...] = PROBES, hot: bool = False
+    kallsyms: str, blacklist: str = "", specs: tuple[ProbeSpec, ...] = PROBES, hot: bool = False,
+    hot_off: str = HOT_OFF,
 ) -> tuple[list[Planned], list[Skipped]]:
     """Decide, per probe, the symbol to attach to or why it is skipped.
 
     :param hot: also attach the per-PFN walkers (:attr:`ProbeSpec.hot`).
+    :param hot_off: the reason given for a hot walker left out.
     """
     syms = symbols(kallsyms)
     black = _blacklisted(blacklist)
@@ -169,7 +180,7 @@ def plan(
             skipped.append(Skipped(spec, why))
             continue
         if spec.hot and not hot:
-            skipped.append(Skipped(spec, "per-PFN hot path, off by default (--hot-walkers)"))
+            skipped.append(Skipped(spec, hot_off))
             continue
         usable = [(n, m) for n, m in cands if n not in black]
         if not usable:

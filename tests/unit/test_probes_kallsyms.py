@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from subsecinspect.probes.kallsyms import PROBES, plan, symbols
+
+BPF_SRC = Path(__file__).resolve().parents[2] / "bpf" / "subsec_trace.bpf.c"
 
 # Excerpts shaped like the lab kernels' /proc/kallsyms.
 K_6_12 = """\
@@ -64,11 +69,38 @@ def test_plan_clone_and_blacklist() -> None:
     assert "blacklist" in why["get_dev_pagemap"]
 
 
-def test_every_handler_exists_in_the_bpf_source() -> None:
-    from pathlib import Path
+def _handlers(src: str) -> set[str]:
+    """The kprobe handler names the BPF source defines, SUBSEC_RET_WALKER expansions included."""
+    names = set(re.findall(r"^int (on_\w+)\(struct pt_regs \*ctx\)", src, re.M))
+    macro = re.search(r"#define SUBSEC_RET_WALKER\(fn,.*?\n\n", src, re.S)
+    assert macro and "int on_##fn(struct pt_regs *ctx)" in macro[0]
+    assert "int on_##fn##_ret(struct pt_regs *ctx)" in macro[0]
+    for fn in re.findall(r"^SUBSEC_RET_WALKER\((\w+),", src, re.M):
+        names |= {f"on_{fn}", f"on_{fn}_ret"}
+    return names
 
-    src = (Path(__file__).resolve().parents[2] / "bpf" / "subsec_trace.bpf.c").read_text()
+
+def test_every_handler_exists_in_the_bpf_source() -> None:
+    src = BPF_SRC.read_text()
+    names = _handlers(src)
     for spec in PROBES:
         for fn in (spec.entry, spec.ret):
             if fn:
-                assert f"int {fn}(struct pt_regs *ctx)" in src, fn
+                assert fn in names, fn
+    assert "on_pgmap_pfn_valid_ret" in names and "on_memremap_pages_ret" in names
+
+
+def test_fentry_programs_exist_for_the_walkers_that_claim_them() -> None:
+    src = BPF_SRC.read_text()
+    fentry_part = src[src.index("#if SUBSEC_FENTRY\n"):]
+    entry = set(re.findall(r"^KFUNC_PROBE\((\w+)", fentry_part, re.M))
+    exit_ = set(re.findall(r"^KRETFUNC_PROBE\((\w+)", fentry_part, re.M))
+    assert entry == {s.function for s in PROBES if s.fentry}
+    assert exit_ == {s.function for s in PROBES if s.fexit}
+    assert all(s.hot for s in PROBES if s.fentry)  # only the per-PFN walkers need them
+
+
+def test_hot_walkers_left_out_carry_the_given_reason() -> None:
+    _, skipped = plan(K_6_12, hot=False, hot_off="off; no fentry/fexit: no kernel BTF")
+    why = {s.spec.function: s.reason for s in skipped}
+    assert why["pfn_to_online_page"] == "off; no fentry/fexit: no kernel BTF"
