@@ -38,8 +38,10 @@ TITLES = {
     "saved snapshots": "Saved snapshots (`classify FILE.json`)",
     "fuzz": "Fuzzing (hypothesis)",
     "test_classify_damaged": "Damaged vmcores (lab: a real dump, bytes overwritten)",
+    "test_classify_kdump": "Real kdumps with excluded pages (lab: kexec + makedumpfile)",
     "test_cli_guest": "Live kernel in a lab guest",
     "test_races": "Live races in a lab guest (hotplug while classifying)",
+    "trace": "The tracer (lab: failures and signals; nothing may stay attached)",
 }
 OUTCOME = {"passed": "", "failed": " **(test failed)**", "skipped": " (skipped)",
            "unknown": ""}
