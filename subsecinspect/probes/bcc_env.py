@@ -25,6 +25,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from subsecinspect.probes.ksyms import read_or_empty
+
 __all__ = (
     "CompileAbandoned",
     "Log",
@@ -48,14 +50,6 @@ class CompileAbandoned(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 class Log:
@@ -112,7 +106,7 @@ def _kernel_header(name: str) -> str:
     """A header of the running kernel as bcc sees it (build/ first, then source/)."""
     rel = os.uname().release
     for d in ("build", "source"):
-        text = _read(f"/lib/modules/{rel}/{d}/include/linux/{name}")
+        text = read_or_empty(f"/lib/modules/{rel}/{d}/include/linux/{name}")
         if text:
             return text
     return ""

@@ -25,7 +25,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ("PSEUDO_MODULES", "KernelSymbols", "Symbol", "SymbolTable", "read_proc")
+__all__ = (
+    "PSEUDO_MODULES", "KernelSymbols", "Symbol", "SymbolTable", "read_or_empty", "read_proc",
+)  # fmt: skip
 
 #: Module names of /proc/kallsyms that are not modules (kernel/trace/ftrace.c,
 #: kernel/kprobes.c, kernel/bpf/core.c: ``bpf_get_kallsym()``).
@@ -126,16 +128,19 @@ class SymbolTable:
         return f"{sym.name}+{off:#x}{where}"
 
 
+def read_or_empty(path: str) -> str:
+    """The text of a kernel interface file, ``""`` when it cannot be read (absent, no debugfs,
+    not root): every caller treats an unreadable file as an empty one."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def read_proc() -> tuple[str, str]:
     """The texts of /proc/kallsyms and /proc/modules (``""`` for one that cannot be read)."""
-    out = []
-    for path in ("/proc/kallsyms", "/proc/modules"):
-        try:
-            with open(path) as f:
-                out.append(f.read())
-        except OSError:
-            out.append("")
-    return out[0], out[1]
+    return read_or_empty("/proc/kallsyms"), read_or_empty("/proc/modules")
 
 
 class KernelSymbols:

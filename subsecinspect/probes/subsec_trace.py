@@ -37,7 +37,7 @@ from subsecinspect.probes.bcc_env import (
     kprobes_disabled,
 )
 from subsecinspect.probes.events import Event, RawEvent, decode
-from subsecinspect.probes.ksyms import KernelSymbols
+from subsecinspect.probes.ksyms import KernelSymbols, read_or_empty
 from subsecinspect.probes.windows import Window, map_contents
 
 __all__ = (
@@ -80,14 +80,6 @@ def bpf_dir() -> Path:
     if checkout.is_dir():
         return checkout
     return Path(sys.prefix) / "share" / "subsecinspect" / "bpf"
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -136,7 +128,7 @@ class SubsecTrace:
         self.windows = list(windows or [])
         self.c1_sections = set(c1_sections or ())
         self.max_windows = max_windows
-        self.kallsyms_text = kallsyms_text if kallsyms_text is not None else _read(
+        self.kallsyms_text = kallsyms_text if kallsyms_text is not None else read_or_empty(
             "/proc/kallsyms"
         )
         self.cflags = [f"-I{bpf_dir()}", *detect_cflags(self.kallsyms_text, max_windows)]
@@ -149,7 +141,9 @@ class SubsecTrace:
         self._paused = False
         # bcc's ksym() caches /proc/kallsyms once per process: modules loaded later (the bad
         # walker) would be named after the ftrace trampoline below them. Ours re-reads.
-        self.ksyms = KernelSymbols(kallsyms=self.kallsyms_text, modules=_read("/proc/modules"))
+        self.ksyms = KernelSymbols(
+            kallsyms=self.kallsyms_text, modules=read_or_empty("/proc/modules")
+        )
 
     def source(self) -> str:
         """The exact C compiled: the -D flags, the shared header and the program."""
@@ -187,7 +181,7 @@ class SubsecTrace:
                 self.kallsyms_text, os.path.exists("/sys/kernel/btf/vmlinux"), BPF)
         use_fentry = not self.fentry_off
         planned, skipped = kallsyms.plan(
-            self.kallsyms_text, _read("/sys/kernel/debug/kprobes/blacklist"),
+            self.kallsyms_text, read_or_empty("/sys/kernel/debug/kprobes/blacklist"),
             hot=self.hot_walkers,
         )
         for s in skipped:
