@@ -196,11 +196,12 @@ class Gdb:
 
 
 def _freeze(
-    vm: Any, gdb: Gdb, name: str, addr: int, out: Path, facts: Sequence[str], hits: int = 1
+    vm: Any, gdb: Gdb, name: str, addr: int, out: Path, facts: Sequence[str], hits: int = 1,
+    dump_timeout: float = 60.0,
 ) -> Freeze:
     regs = gdb.regs()
     t0 = time.monotonic()
-    kdump.dump_elf(vm, out)
+    kdump.dump_elf(vm, out, dump_timeout)
     named = dict(zip(facts, (regs[r] for r in ("rdi", "rsi", "rdx", "rcx")), strict=False))
     return Freeze(out, name, addr, regs, named, hits, time.monotonic() - t0)
 
@@ -240,12 +241,14 @@ def _first_stop(gdb: Gdb, addr: int, start: Any, what: str, timeout: float) -> N
 
 
 def mid_init(
-    vm: Any, vmlinux: Path, command: str, outdir: Path, ignore: int = 3000, timeout: float = 600
+    vm: Any, vmlinux: Path, command: str, outdir: Path, ignore: int = 3000, timeout: float = 600,
+    dump_timeout: float = 60.0,
 ) -> FreezeRun:
     """Freeze at ``memmap_init_zone_device`` entry and after ``ignore`` per-page calls; dump both.
 
     ``command`` creates the namespace (e.g. :data:`subsecinspect.lab.scenarios.FREEZE_CREATE`).
-    Dumps: ``outdir/mid-entry.vmcore`` and ``outdir/mid-<ignore>.vmcore`` (ELF).
+    Dumps: ``outdir/mid-entry.vmcore`` and ``outdir/mid-<ignore>.vmcore`` (ELF), each given
+    ``dump_timeout`` seconds.
     """
     syms = kernel_symbols(vmlinux)
     entry = pick_symbol(syms, ("memmap_init_zone_device",))
@@ -254,11 +257,12 @@ def mid_init(
     def body(gdb: Gdb, start: Any) -> list[Freeze]:
         _first_stop(gdb, entry[1], start, entry[0], timeout)
         facts = ("zone", "start_pfn", "nr_pages", "pgmap")
-        f1 = _freeze(vm, gdb, entry[0], entry[1], outdir / "mid-entry.vmcore", facts)
+        f1 = _freeze(vm, gdb, entry[0], entry[1], outdir / "mid-entry.vmcore", facts,
+                     dump_timeout=dump_timeout)  # fmt: skip
         gdb.stop_at(per_page[1], ignore=ignore, timeout=timeout)
         f2 = _freeze(
             vm, gdb, per_page[0], per_page[1], outdir / f"mid-{ignore}.vmcore",
-            ("page", "pfn"), ignore + 1,
+            ("page", "pfn"), ignore + 1, dump_timeout,
         )  # fmt: skip
         return [f1, f2]
 
@@ -266,7 +270,8 @@ def mid_init(
 
 
 def mid_teardown(
-    vm: Any, vmlinux: Path, command: str, outdir: Path, timeout: float = 600
+    vm: Any, vmlinux: Path, command: str, outdir: Path, timeout: float = 600,
+    dump_timeout: float = 60.0,
 ) -> FreezeRun:
     """Freeze inside ``memunmap_pages`` after the pgmap's ref was killed; dump.
 
@@ -283,7 +288,8 @@ def mid_teardown(
         pgmap = gdb.regs()["rdi"]
         gdb.stop_at(callee[1], timeout=timeout)
         facts = ("zone", "start_pfn", "nr_pages") if callee[0] == TEARDOWN_CANDIDATES[0] else ()
-        f = _freeze(vm, gdb, callee[0], callee[1], outdir / "mid-teardown.vmcore", facts)
+        f = _freeze(vm, gdb, callee[0], callee[1], outdir / "mid-teardown.vmcore", facts,
+                    dump_timeout=dump_timeout)  # fmt: skip
         return [Freeze(f.dump, f.function, f.address, f.regs, {**f.facts, "pgmap": pgmap},
                        1, f.dump_seconds)]  # fmt: skip
 

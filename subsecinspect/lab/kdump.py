@@ -53,6 +53,8 @@ class DumpError(RuntimeError):
 
 
 class _VM(Protocol):
+    qmp_sock: Path
+
     def run(self, cmd: str, timeout: float = ...) -> Any: ...
 
     def qmp(self, cmd: str, **args: Any) -> Any: ...
@@ -82,28 +84,25 @@ class KdumpResult:
     panic_to_exit_s: float
 
 
-def dump_qemu(vm: _VM, path: Path, fmt: str = "elf") -> Path:
+def dump_qemu(vm: _VM, path: Path, fmt: str = "elf", timeout: float = 60.0) -> Path:
     """QMP ``dump-guest-memory`` of the whole guest into ``path`` (``fmt``: elf, kdump-zlib).
 
     QEMU writes it synchronously (the guest is paused meanwhile); an ELF dump through
-    :func:`~subsecinspect.lab.qmp.sparse_sink`, so zero pages take no disk space.
+    :func:`~subsecinspect.lab.qmp.sparse_sink`, so zero pages take no disk space
+    (:func:`~subsecinspect.lab.qmp.dump_guest_memory`). ``timeout``: for the QMP call.
     """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    if fmt == "elf":
-        with qmp.sparse_sink(path) as fifo:
-            vm.qmp("dump-guest-memory", paging=False, protocol=f"file:{fifo}", format=fmt)
-    else:
-        vm.qmp("dump-guest-memory", paging=False, protocol=f"file:{path}", format=fmt)
+    qmp.dump_guest_memory(vm.qmp_sock, path, fmt, timeout)
     if not path.exists() or path.stat().st_size == 0:
         raise DumpError(f"dump-guest-memory ({fmt}) left no file at {path}")
     return path
 
 
-def dump_elf(vm: _VM, path: Path) -> Path:
+def dump_elf(vm: _VM, path: Path, timeout: float = 60.0) -> Path:
     """QMP ELF dump (the kind drgn 0.3.0 opens; lab-notes §7)."""
-    return dump_qemu(vm, path, "elf")
+    return dump_qemu(vm, path, "elf", timeout)
 
 
 def make_dump_disk(path: Path, vmlinuz: Path, initramfs: Path, size: int = 2 << 30) -> Path:
