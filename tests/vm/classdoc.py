@@ -14,11 +14,13 @@ from subsecinspect.lab.racecheck import class_spans as classes
 from subsecinspect.lab.scenarios import Observed
 
 __all__ = (
+    "DEGRADED",
     "INFO_BLOCK_PAGES",
     "PAGE",
     "PAGES_PER_SECTION",
     "Namespace",
     "classes",
+    "degraded_summary",
     "namespaces",
     "range_at",
 )
@@ -26,6 +28,20 @@ __all__ = (
 PAGE = 4096
 PAGES_PER_SECTION = (128 << 20) // PAGE
 INFO_BLOCK_PAGES = (8 << 10) // PAGE  # nd_info_block_reserve(): SZ_8K
+#: The classes of a result that says what it could not read.
+DEGRADED = ("CORRUPT", "MEMMAP_UNREADABLE", "MEMMAP_NOT_CAPTURED", "IN_FLUX")
+
+
+def degraded_summary(doc: dict[str, Any]) -> str:
+    """One line for the bad-input table: how many ranges, the degraded labels, the warnings."""
+    warnings = doc["warnings"]
+    labels = [r["class"] for r in doc["ranges"] if r["class"] in DEGRADED]
+    return "; ".join([
+        f"exit 0, {len(doc['ranges'])} ranges",
+        ", ".join(f"{labels.count(c)} {c}" for c in DEGRADED if c in labels)
+        or "no degraded label",
+        f"{len(warnings)} warning(s)" + (f", first: {warnings[0]}" if warnings else ""),
+    ])  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from classdoc import degraded_summary
 
 from subsecinspect.lab import images
 from subsecinspect.lab.scenarios import SCENARIOS, apply, labvm
@@ -166,22 +167,14 @@ TRIED = {
     "truncated": "the same dump cut in half",
     "wrong_vmlinux": "the dump with another kernel's vmlinux (-s)",
 }
-DEGRADED = ("CORRUPT", "MEMMAP_UNREADABLE", "MEMMAP_NOT_CAPTURED", "IN_FLUX")
-
-
 def _answer(o: Outcome) -> str:
     """What the tool said: its error line, or the labels and warnings of a degraded result."""
     if o.doc is None:
         return o.stderr
-    warnings = o.doc["warnings"]
-    labels = [r["class"] for r in o.doc["ranges"] if r["class"] in DEGRADED]
-    parts = [f"exit 0, {len(o.doc['ranges'])} ranges"]
-    parts.append(", ".join(f"{labels.count(c)} {c}" for c in DEGRADED if c in labels)
-                 or "no degraded label")
-    parts.append(f"{len(warnings)} warning(s)" + (f", first: {warnings[0]}" if warnings else ""))
+    answer = degraded_summary(o.doc)
     if "Traceback" in o.stderr:  # flagged by the recorder; the test fails on it
-        parts.append(o.stderr)
-    return "; ".join(parts)
+        answer += "; " + o.stderr
+    return answer
 
 
 def _no_traceback(o: Outcome) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from classdoc import range_at
+from classdoc import degraded_summary, range_at
 from dumpopen import drgn_release
 
 from subsecinspect.lab import images, kdump
@@ -189,17 +189,7 @@ def test_agrees_with_live_and_marks_device_memmap_not_captured(run: Run, level: 
 
 def _answer(res: Result) -> str:
     """What classify said about a dump: its error line, or its degraded labels and warnings."""
-    if res.doc is None:
-        return res.stderr
-    labels = [r["class"] for r in res.doc["ranges"]]
-    degraded = sorted({c for c in labels if c in ("CORRUPT", "MEMMAP_NOT_CAPTURED",
-                                                  "MEMMAP_UNREADABLE", "IN_FLUX")})
-    warnings = res.doc["warnings"]
-    return "; ".join([
-        f"exit 0, {len(labels)} ranges",
-        ", ".join(f"{labels.count(c)} {c}" for c in degraded) or "no degraded label",
-        f"{len(warnings)} warning(s)" + (f", first: {warnings[0]}" if warnings else ""),
-    ])  # fmt: skip
+    return res.stderr if res.doc is None else degraded_summary(res.doc)
 
 
 def test_d31_agrees_or_says_what_it_could_not_read(run: Run, bad_input_record: Any) -> None:
