@@ -16,7 +16,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ("SUITES", "AptError", "candidate", "download", "ensure_config", "update")
+__all__ = (
+    "SUITES",
+    "AptError",
+    "candidate",
+    "diagnose",
+    "download",
+    "ensure_config",
+    "matching",
+    "update",
+    "versions",
+)
 
 _KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 _DEBIAN = "http://deb.debian.org/debian"
@@ -79,7 +89,7 @@ def update(d: Path, max_age_s: float = _MAX_AGE_S) -> None:
     stamp.touch()
 
 
-def _versions(d: Path, pkg: str) -> list[tuple[str, str]]:
+def versions(d: Path, pkg: str) -> list[tuple[str, str]]:
     """(version, suite) pairs the archive lists for ``pkg`` (``apt-cache madison``)."""
     p = _apt(d, ["apt-cache", "madison", pkg])
     out = []
@@ -93,34 +103,40 @@ def _versions(d: Path, pkg: str) -> list[tuple[str, str]]:
 def candidate(d: Path, pkg: str, suite: str) -> str:
     """The version of ``pkg`` in ``suite`` (the first one ``madison`` lists)."""
     update(d)
-    for ver, s in _versions(d, pkg):
+    for ver, s in versions(d, pkg):
         if s == suite:
             return ver
     raise AptError(f"{pkg} is not in {suite} (private apt config {d})")
 
 
-def _newest(d: Path, glob: str) -> str:
-    """``name=version`` of the newest package matching ``glob``, or ``(none)``."""
+def matching(d: Path, glob: str) -> list[str]:
+    """Package names matching ``glob`` that the lists know, newest (natural order) first."""
+    update(d)
     rx = "^" + glob.split("*")[0].replace(".", "\\.").replace("+", "\\+")
     names = [
         ln.split(" - ")[0]
         for ln in _apt(d, ["apt-cache", "search", "--names-only", rx]).stdout.splitlines()
     ]
-    names = [n for n in names if fnmatch.fnmatchcase(n, glob)]
-    if not names:
-        return "(none)"
 
     def natural(s: str) -> list[object]:
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
-    best = max(names, key=natural)
-    vers = _versions(d, best)
-    return f"{best}={vers[0][0]}" if vers else best
+    return sorted((n for n in names if fnmatch.fnmatchcase(n, glob)), key=natural, reverse=True)
 
 
-def _diagnose(d: Path, wanted: Sequence[tuple[str, str]], current_glob: str, kernel_id: str) -> str:
+def _newest(d: Path, glob: str) -> str:
+    """``name=version`` of the newest package matching ``glob``, or ``(none)``."""
+    names = matching(d, glob)
+    if not names:
+        return "(none)"
+    vers = versions(d, names[0])
+    return f"{names[0]}={vers[0][0]}" if vers else names[0]
+
+
+def diagnose(d: Path, wanted: Sequence[tuple[str, str]], current_glob: str, kernel_id: str) -> str:
+    """One line naming the first pinned package the archive lacks, or ``""``."""
     for pkg, ver in wanted:
-        have = [v for v, _ in _versions(d, pkg)]
+        have = [v for v, _ in versions(d, pkg)]
         if ver not in have:
             cur = _newest(d, current_glob) if current_glob else (have[0] if have else "(none)")
             listed = ", ".join(have) or "nothing"
@@ -151,7 +167,7 @@ def download(
         update(d, max_age_s=0)
         p = _apt(d, args, cwd=dest)
     if p.returncode != 0:
-        why = _diagnose(d, wanted, current_glob, kernel_id)
+        why = diagnose(d, wanted, current_glob, kernel_id)
         tail = " | ".join(p.stderr.strip().splitlines()[-2:])
         raise AptError(why or f"apt-get download failed: {tail}")
     files: dict[str, Path] = {}

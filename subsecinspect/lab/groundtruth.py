@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from subsecinspect.lab import apt
-from subsecinspect.lab.images import cache_dir
-from subsecinspect.lab.matrix import get_kernel
+from subsecinspect.lab.images import built_kernel, cache_dir
 
 __all__ = ("KMOD_SRC", "GroundTruth", "GroundTruthError", "build", "load", "module_path", "query")
 
@@ -87,7 +86,7 @@ def build(kernel_id: str, force: bool = False) -> Path:
     Needs root, debootstrap and access to deb.debian.org on first use (about 60 s per chroot,
     1-6 s per module afterwards).
     """
-    k = get_kernel(kernel_id)
+    k = built_kernel(kernel_id)
     suite = _chroot_suite(k.suite)
     ko = module_path(kernel_id)
     stamp = ko.with_name("stamp.json")

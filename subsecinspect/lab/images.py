@@ -47,6 +47,7 @@ __all__ = (
     "build",
     "build_initramfs",
     "build_kernel",
+    "built_kernel",
     "cache_dir",
     "clean",
     "ensure_built",
@@ -79,9 +80,25 @@ class KernelPaths:
         return [p for p in need if not p.exists()]
 
 
+def built_kernel(kernel_id: str) -> Kernel:
+    """The kernel as built: the matrix entry, or the ABI the build followed it to.
+
+    When a pin has left the archive :func:`build_kernel` builds the newest ABI of the same
+    series and records it in the stamp; everything that needs ``uname -r`` or package names
+    asks here, not the matrix.
+    """
+    k = load_matrix().get(kernel_id)
+    try:
+        doc = json.loads((cache_dir() / "kernels" / k.id / "stamp.json").read_text())
+        pinned = json.loads(json.dumps(k.key_fields()))  # tuples as the stamp has them
+        return Kernel.from_fields(doc["kernel"]) if doc.get("pinned") == pinned else k
+    except (OSError, ValueError, KeyError, TypeError):
+        return k
+
+
 def paths(kernel_id: str) -> KernelPaths:
     """The cache paths of kernel ``kernel_id`` (whether built or not)."""
-    k = load_matrix().get(kernel_id)
+    k = built_kernel(kernel_id)
     d = cache_dir() / "kernels" / k.id
     return KernelPaths(
         kernel_id=k.id,
@@ -126,13 +143,58 @@ def _common_headers_dir(src: Path, kver: str) -> Path:
     return dirs[0]
 
 
+def _follow(k: Kernel) -> Kernel:
+    """``k`` if the archive still has every pinned package, else the series' newest ABI.
+
+    Debian's security suites keep only the newest ABI of a series, and version-less names
+    such as ``linux-kbuild-6.1`` only their newest version, so a pin goes stale without
+    anything changing here. The newest ABI matching ``current_glob`` in the pinned suite
+    whose packages are all listed is taken, with a notice; none such is an :class:`AptError`
+    naming the pin and what the archive has.
+    """
+    d = cache_dir() / "apt"
+    apt.update(d)
+
+    def complete(c: Kernel) -> bool:
+        return all(c.version in {v for v, _ in apt.versions(d, p)} for p in c.packages)
+
+    if complete(k):
+        return k
+    apt.update(d, max_age_s=0)
+    if complete(k):
+        return k
+    for name in apt.matching(d, k.current_glob):
+        kver = name.removeprefix("linux-image-").removesuffix("-dbg")
+        for version, suite in apt.versions(d, name):
+            if suite != k.suite:
+                continue
+            try:
+                c = k.rebased(kver, version)
+            except ValueError:
+                continue
+            if complete(c):
+                bu.log(
+                    f"[{k.id}] pin {k.kver} ({k.version}) left the archive: following the "
+                    f"series to {c.kver} ({c.version}); update vm-images/kernels.toml"
+                )
+                return c
+    wanted = [(p, k.version) for p in k.packages]
+    why = apt.diagnose(d, wanted, k.current_glob, k.id)
+    raise apt.AptError(why or f"kernel {k.id}: no complete ABI of the series in {k.suite}")
+
+
 def build_kernel(k: Kernel, schema: int, force: bool = False) -> None:
-    """Fetch and unpack one kernel into kernels/<id>/ (see the module docstring)."""
-    final = paths(k.id).dir
+    """Fetch and unpack one kernel into kernels/<id>/ (see the module docstring).
+
+    ``k`` is the matrix entry; the stamp records it as ``pinned`` and the kernel actually
+    built (:func:`_follow`) as ``kernel`` (read back by :func:`built_kernel`).
+    """
+    final = cache_dir() / "kernels" / k.id
     key = _kernel_key(k, schema)
     if not force and bu.stamp_ok(final, key):
-        bu.log(f"[{k.id}] kernel up to date ({k.kver})")
+        bu.log(f"[{k.id}] kernel up to date ({built_kernel(k.id).kver})")
         return
+    pinned, k = k, _follow(k)
     tmp = cache_dir() / "tmp" / f"kernel-{k.id}"
     shutil.rmtree(tmp, ignore_errors=True)
     debs, tree, img, out = tmp / "debs", tmp / "tree", tmp / "img", tmp / "out"
@@ -198,7 +260,13 @@ def build_kernel(k: Kernel, schema: int, force: bool = False) -> None:
         bu.mkfs(img, out / "kernel.img", "labkernel")
     shutil.rmtree(tree)
     shutil.rmtree(img)
-    bu.write_stamp(out, key, kernel=k.key_fields(), built_s=round(time.monotonic() - t0, 1))
+    bu.write_stamp(
+        out,
+        key,
+        pinned=pinned.key_fields(),
+        kernel=k.key_fields(),
+        built_s=round(time.monotonic() - t0, 1),
+    )
     bu.replace_dir(out, final)
     shutil.rmtree(tmp, ignore_errors=True)
     bu.log(f"[{k.id}] kernel built in {time.monotonic() - t0:.1f}s")
@@ -249,9 +317,8 @@ def build(kernel_ids: Sequence[str] = (), force: bool = False, rootfs: bool = Tr
     with _lock(), bu.step("build total"):
         apt.ensure_config(cache_dir() / "apt")
         for kid in ids:
-            k = m.get(kid)
-            build_kernel(k, m.schema, force)
-            build_initramfs(k, force)
+            build_kernel(m.get(kid), m.schema, force)
+            build_initramfs(built_kernel(kid), force)
         if rootfs:
             rootfs_mod.build_rootfs(force)
 

@@ -18,7 +18,6 @@ __all__ = (
     "Kernel",
     "Matrix",
     "MatrixError",
-    "get_kernel",
     "load_matrix",
     "parse_matrix",
 )
@@ -78,6 +77,47 @@ class Kernel:
     def key_fields(self) -> dict[str, Any]:
         """The fields that define the build (used for cache keys)."""
         return {name: getattr(self, name) for name in self.__slots__}
+
+    @property
+    def abi(self) -> str:
+        """The ABI part of :attr:`kver` shared by the package names (``6.1.0-56``)."""
+        return self.kver.removesuffix("-cloud-amd64")
+
+    def rebased(self, kver: str, version: str) -> Kernel:
+        """The same series at another ABI: every name and path re-spelt for ``kver``.
+
+        Used when a pin has left the archive (Debian's security suite keeps only the newest
+        ABI): the builder follows the series instead of failing. Raises :class:`MatrixError`
+        if the result is inconsistent (see :func:`_check`).
+        """
+        old, new = self.abi, kver.removesuffix("-cloud-amd64")
+
+        def re_spell(v: str) -> str:
+            return v.replace(old, new)
+
+        fields: dict[str, Any] = {}
+        for name in self.__slots__:
+            v = getattr(self, name)
+            if name in ("id", "suite", "current_glob", "module_compression", "initramfs_modules"):
+                fields[name] = v
+            elif isinstance(v, tuple):
+                fields[name] = tuple(re_spell(x) for x in v)
+            else:
+                fields[name] = re_spell(v)
+        fields["kver"], fields["version"] = kver, version
+        k = Kernel(**fields)
+        _check(k)
+        return k
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Kernel:
+        """The inverse of :meth:`key_fields` (lists become tuples), checked."""
+        try:
+            k = cls(**{f: tuple(v) if isinstance(v, list) else v for f, v in fields.items()})
+        except TypeError as e:
+            raise MatrixError(f"bad kernel record: {e}") from e
+        _check(k)
+        return k
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +210,3 @@ def parse_matrix(text: str) -> Matrix:
 def load_matrix(path: Path = KERNELS_TOML) -> Matrix:
     """Load and check the matrix file (cached per path)."""
     return parse_matrix(path.read_text())
-
-
-def get_kernel(kernel_id: str) -> Kernel:
-    """The :class:`Kernel` with this id from the shipped matrix."""
-    return load_matrix().get(kernel_id)

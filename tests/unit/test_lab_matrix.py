@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 
 from subsecinspect.lab import images
-from subsecinspect.lab.matrix import KERNELS_TOML, MatrixError, load_matrix, parse_matrix
+from subsecinspect.lab.matrix import KERNELS_TOML, Kernel, MatrixError, load_matrix, parse_matrix
 
 
 def test_matrix_has_the_four_kernels() -> None:
@@ -94,3 +96,92 @@ def test_duplicate_ids_are_rejected() -> None:
     text = _one() + _one().split("\n", 1)[1]
     with pytest.raises(MatrixError, match="duplicate"):
         parse_matrix(text)
+
+
+def test_rebased_respells_every_name_of_the_abi() -> None:
+    k = load_matrix().get("6.12")
+    r = k.rebased("6.12.200+deb12-cloud-amd64", "6.12.200-1~deb12u1")
+    assert r.kver == "6.12.200+deb12-cloud-amd64" and r.version == "6.12.200-1~deb12u1"
+    assert r.dbg == "linux-image-6.12.200+deb12-cloud-amd64-dbg"
+    assert r.kbuild == ("linux-kbuild-6.12.200+deb12",)
+    assert all("6.12.117" not in p for p in (*r.packages, r.dbg_vmlinux, r.modules_dir))
+    assert (r.id, r.suite, r.current_glob) == (k.id, k.suite, k.current_glob)
+    with pytest.raises(MatrixError, match="not of series"):
+        k.rebased("7.0.1+deb12-cloud-amd64", "7.0.1-1")
+
+
+class _Archive:
+    """A fake of apt.versions/apt.matching: package -> [(version, suite)]."""
+
+    def __init__(self, listing: dict[str, list[tuple[str, str]]]) -> None:
+        self.listing = listing
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(images.apt, "update", lambda d, max_age_s=0: None)
+        monkeypatch.setattr(images.apt, "versions", lambda d, p: self.listing.get(p, []))
+        monkeypatch.setattr(
+            images.apt,
+            "matching",
+            lambda d, glob: sorted((n for n in self.listing if n.endswith("-dbg")), reverse=True),
+        )
+
+
+def _listing(k: Kernel, suite: str) -> dict[str, list[tuple[str, str]]]:
+    return {p: [(k.version, suite)] for p in k.packages}
+
+
+def test_follow_keeps_a_complete_pin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
+    k = load_matrix().get("6.1")
+    _Archive(_listing(k, k.suite)).install(monkeypatch)
+    assert images._follow(k) is k
+
+
+def test_follow_takes_the_newest_complete_abi(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The pinned kbuild (a version-less name) is gone; -57 is complete in the suite, -58 is
+    # only listed in another suite, -59 lacks its headers: -57 is built.
+    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
+    k = load_matrix().get("6.1")
+    listing = _listing(k, k.suite)
+    del listing["linux-kbuild-6.1"]
+    n57 = k.rebased("6.1.0-57-cloud-amd64", "6.1.200-1")
+    n58 = k.rebased("6.1.0-58-cloud-amd64", "6.1.201-1")
+    n59 = k.rebased("6.1.0-59-cloud-amd64", "6.1.202-1")
+    listing |= _listing(n57, k.suite) | _listing(n58, "bullseye-backports")
+    listing |= {p: v for p, v in _listing(n59, k.suite).items() if "headers" not in p}
+    listing["linux-kbuild-6.1"] = [(v, k.suite) for v in ("6.1.202-1", "6.1.200-1")]
+    _Archive(listing).install(monkeypatch)
+    assert images._follow(k) == n57
+
+
+def test_follow_without_a_complete_abi_names_the_pin(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
+    k = load_matrix().get("6.1")
+    listing = _listing(k, k.suite)
+    del listing[k.dbg]
+    _Archive(listing).install(monkeypatch)
+    monkeypatch.setattr(images.apt, "_newest", lambda d, glob: "(none)")
+    with pytest.raises(images.apt.AptError, match=f"pinned {k.dbg}={k.version} is not in"):
+        images._follow(k)
+
+
+def test_built_kernel_is_what_the_stamp_records(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
+    k = load_matrix().get("6.1")
+    assert images.built_kernel("6.1") == k  # nothing built yet
+    d = tmp_path / "kernels" / "6.1"
+    d.mkdir(parents=True)
+    followed = k.rebased("6.1.0-99-cloud-amd64", "6.1.300-1")
+    doc = {"key": "x", "pinned": k.key_fields(), "kernel": followed.key_fields()}
+    (d / "stamp.json").write_text(json.dumps(doc))
+    assert images.built_kernel("6.1") == followed
+    assert images.paths("6.1").kver == "6.1.0-99-cloud-amd64"
+    doc["pinned"] = {**k.key_fields(), "version": "6.1.1-1"}  # the matrix moved since
+    (d / "stamp.json").write_text(json.dumps(doc))
+    assert images.built_kernel("6.1") == k

@@ -42,7 +42,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[LabVM]:
 
 def test_uname_is_matrix_kver(vm: LabVM) -> None:
     r = vm.run("uname -r", check=True)
-    assert r.stdout.strip() == load_matrix().get(vm.kernel).kver
+    assert r.stdout.strip() == images.paths(vm.kernel).kver
 
 
 def test_nvdimm_region_visible(vm: LabVM) -> None:
@@ -70,7 +70,7 @@ def test_guest_drgn_cli(vm: LabVM) -> None:
 
 
 def test_bcc_finds_headers(vm: LabVM) -> None:
-    kver = load_matrix().get(vm.kernel).kver
+    kver = images.paths(vm.kernel).kver
     r = vm.run(
         f"test -e /lib/modules/{kver}/build/include/generated/autoconf.h && "
         f"test -e /lib/modules/{kver}/source/include/linux/kconfig.h && echo ok",
@@ -95,7 +95,7 @@ def test_bcc_compiles_against_guest_headers_and_attaches(vm: LabVM) -> None:
 
 
 def test_guest_drgn_reads_init_uts_ns_from_kcore(vm: LabVM) -> None:
-    kver = load_matrix().get(vm.kernel).kver
+    kver = images.paths(vm.kernel).kver
     r = vm.run(
         f"cat > /root/release.py <<'EOF'\n{_DRGN_RELEASE}\nEOF\n"
         f"python3 /root/release.py /usr/lib/debug/boot/vmlinux-{kver}",

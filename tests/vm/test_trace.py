@@ -30,8 +30,7 @@ import pytest
 from bpfstate import guest_state
 
 from subsecinspect.lab import groundtruth
-from subsecinspect.lab.images import cache_dir
-from subsecinspect.lab.matrix import get_kernel
+from subsecinspect.lab.images import built_kernel, cache_dir
 from subsecinspect.lab.scenarios import KMEM, apply_stage, check_layout, parse_iomem
 
 pytestmark = pytest.mark.lab
@@ -47,7 +46,7 @@ LABELS = "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-r
 def build_bad_walker(kernel_id: str) -> Path:
     """bad_walker.ko for ``kernel_id``, built in lab-scenarios' chroot (groundtruth.build)."""
     groundtruth.build(kernel_id)  # creates the chroot and unpacks the headers if needed
-    k = get_kernel(kernel_id)
+    k = built_kernel(kernel_id)
     suite = "trixie" if k.suite.startswith(("trixie", "sid", "forky")) else "bookworm"
     out = cache_dir() / "kmod" / "out" / kernel_id
     proc = subprocess.run(
