@@ -4,6 +4,10 @@
 Each measurement runs in its own subprocess; wall time and peak RSS come from ``os.wait4``:
 
   (a) load   drgn program load alone: open the target + load_debug_info + one symbol lookup
+  (a') load-noplugins  (a) without drgn's plugins (its own CLI commands, found through
+             importlib.metadata at every program creation), which classify disables
+             (subsecinspect.target.DRGN_PLUGINS_DEFAULT): e/a' is what classify adds to the
+             drgn start-up it actually has
   (b) range  (a) + drgn.helpers.linux.mm.for_each_valid_page_range over every range
   (c) page   (a) + one drgn Object per struct page of the device ranges (``page.flags``),
              bounded by --page-budget seconds and extrapolated to all device pages
@@ -12,7 +16,7 @@ Each measurement runs in its own subprocess; wall time and peak RSS come from ``
   (f) api    the same pipeline through the Python API (open_target, read_snapshot, classify,
              render.jsondoc) without the CLI: shows what the CLI start-up (typer, rich) costs
 
-(a), (b), (e), (f) run --repeat rounds, interleaved. Printed: the ratios e/a, e/b, c/e, d/e
+(a), (a'), (b), (e), (f) run --repeat rounds, interleaved. Printed: the ratios e/a, e/b, c/e, d/e
 (and f/a) of the fastest runs, the median over rounds of the per-round e_i/a_i (the target e
 <= 1.2 a is judged on it: both ran back to back under the same host load), the targets c/e
 >= 50 and RSS(e) <= 1.5 RSS(a), and a semantics check of e's classification: every
@@ -124,12 +128,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ecmd = [sys.executable, "-m", "subsecinspect", "classify"]
     ecmd += [args.target] if args.target else []
     ecmd += (["-s", args.vmlinux] if args.vmlinux else []) + ["--json"]
-    cmds = {"a": _child(args, "load"), "b": _child(args, "range"), "e": ecmd}
+    cmds = {"a": _child(args, "load"), "a2": _child(args, "load-noplugins")}
+    cmds |= {"b": _child(args, "range"), "e": ecmd}
     cmds["f"] = _child(args, "api")
     best = _best(cmds, args.repeat)
     a, b, e, f = best["a"], best["b"], best["e"], best["f"]
     res["f_api"] = {**f, **_inner(f)}
     res["a_load"] = {**a, **_inner(a)}
+    res["a2_load_noplugins"] = {**best["a2"], **_inner(best["a2"])}
     res["b_range_walk"] = {**b, **_inner(b)}
     if e["rc"] != 0:
         raise SystemExit(f"bench: classify failed (rc={e['rc']}): {e['stderr']}")
@@ -173,6 +179,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     paired = sorted(ei / ai for ei, ai in zip(e["walls_s"], res["a_load"]["walls_s"],
                                                strict=True))  # fmt: skip
     res["ratios"]["e/a paired median"] = statistics.median(paired)
+    res["ratios"]["e/a' paired median"] = statistics.median(
+        ei / ai for ei, ai in zip(e["walls_s"], res["a2_load_noplugins"]["walls_s"], strict=True)
+    )
     rss_ratio = e["rss_mib"] / res["a_load"]["rss_mib"]
     res["targets"] = {
         "e <= 1.2 a": statistics.median(paired) <= 1.2,
@@ -188,6 +197,7 @@ def _print(res: dict[str, Any]) -> None:
     print(f"target {res['target']}  vmlinux {res['vmlinux']}")
     rows = (
         ("a", "a_load", "drgn load (open + debug info)"),
+        ("a'", "a2_load_noplugins", "(a) without drgn's plugins"),
         ("b", "b_range_walk", "drgn for_each_valid_page_range"),
         ("c", "c_page_walk", "drgn per-page walk of device ranges"),
         ("d", "d_crash", "crash kmem -n"),
@@ -246,7 +256,8 @@ def main() -> int:
     ap.add_argument("--crash", default="/usr/bin/crash")
     ap.add_argument("--scenario", help="scale scenario whose last layout the dump shows")
     ap.add_argument("--facts", help="freeze.json of python -m subsecinspect.lab.scale dump")
-    ap.add_argument("--stage", choices=("load", "range", "page", "api"), help=argparse.SUPPRESS)
+    stages = ("load", "load-noplugins", "range", "page", "api")
+    ap.add_argument("--stage", choices=stages, help=argparse.SUPPRESS)
     ap.add_argument("--ranges", help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=20.0, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -1,6 +1,8 @@
 """Children of scripts/bench_classify.py (``--stage``): what each measurement runs.
 
   load   drgn program load alone: open the target + load_debug_info + one symbol lookup
+  load-noplugins  the same with drgn's plugins disabled (DRGN_DISABLE_PLUGINS=*), as
+         subsecinspect's open_target() does: the start-up classify itself has
   range  load + drgn.helpers.linux.mm.for_each_valid_page_range over every range
   page   load + one drgn Object per struct page of the device ranges, bounded in time
   api    classify's pipeline through the Python API (no CLI start-up)
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,10 @@ def _open(target: str | None, vmlinux: str | None) -> Any:
 def stage(args: argparse.Namespace) -> dict[str, Any]:
     if args.stage == "api":
         return _api(args)
+    if args.stage == "load-noplugins":
+        from subsecinspect.target import DRGN_PLUGINS_DEFAULT
+
+        os.environ["DRGN_DISABLE_PLUGINS"] = DRGN_PLUGINS_DEFAULT
     t0 = time.monotonic()
     prog = _open(args.target, args.vmlinux)
     out: dict[str, Any] = {"load_s": time.monotonic() - t0}

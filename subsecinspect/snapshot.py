@@ -143,9 +143,15 @@ class TargetInfo:
     dump_max_pfn: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Section:
-    """One ``struct mem_section`` that is present or otherwise non-empty."""
+    """One ``struct mem_section`` that is present or otherwise non-empty.
+
+    Treated as immutable like every snapshot record, but not ``frozen``: it is the one
+    record made per section (7746 for 1 TiB of pmem) and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) costs 2.5 times as much, which a
+    live ``classify`` in a TCG guest feels. Never hashed.
+    """
 
     section_nr: int
     #: The raw ``section_mem_map`` word (flags in the low bits).

@@ -27,7 +27,7 @@ from subsecinspect.kernel.nodes import (
 )
 from subsecinspect.kernel.pagemap import PERCPU_REF_DEAD, pgmap_live_state, read_pgmaps
 from subsecinspect.kernel.pages import PageReader
-from subsecinspect.kernel.sections import changed_sections, read_sections
+from subsecinspect.kernel.sections import SectionWords, changed_sections, read_sections
 from subsecinspect.snapshot import (
     DevPagemap,
     KernelInfo,
@@ -49,10 +49,14 @@ def _pgmap_sections(ki: KernelInfo, pg: DevPagemap) -> set[int]:
 
 
 def _live_guard(
-    prog: Program, ki: KernelInfo, sections: list[Section], pgmaps: list[DevPagemap]
+    prog: Program,
+    ki: KernelInfo,
+    sections: list[Section],
+    words: SectionWords,
+    pgmaps: list[DevPagemap],
 ) -> tuple[list[Section], list[str]]:
     """Re-read section words, usage maps, nr_range and ref; mark what moved (§4.3 step 6)."""
-    moved = changed_sections(prog, ki, sections)
+    moved = changed_sections(prog, ki, sections, words)
     warnings: list[str] = []
     for pg in pgmaps:
         state = pgmap_live_state(prog, pg.address)
@@ -64,8 +68,9 @@ def _live_guard(
         if changed:
             warnings.append(f"pgmap {pg.address:#x} changed while it was read (IN_FLUX)")
             moved |= _pgmap_sections(ki, pg)
-    if moved:
-        warnings.append(f"{len(moved)} section(s) changed while they were read (IN_FLUX)")
+    if not moved:
+        return sections, warnings
+    warnings.append(f"{len(moved)} section(s) changed while they were read (IN_FLUX)")
     have = {s.section_nr for s in sections}
     out = [dataclasses.replace(s, in_flux=True) if s.section_nr in moved else s for s in sections]
     # A section that appeared meanwhile is recorded as in flux too.
@@ -145,7 +150,7 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
     if ki.zone_device is None:
         warnings.append("kernel has no ZONE_DEVICE (CONFIG_ZONE_DEVICE=n): cases 2-5 cannot occur")
     reader = PageReader(prog, ki)
-    sections, w = read_sections(prog, ki)
+    sections, w, words = read_sections(prog, ki)
     warnings += w
     pgmaps, w, xa_damaged = read_pgmaps(prog, ki) if ki.zone_device is not None else ([], [], 0)
     warnings += w
@@ -175,7 +180,7 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
     memmaps, w = read_range_memmaps(reader, target, pgmaps, tuple(zones))
     warnings += w
     if target.kind == "live":
-        sections, w = _live_guard(prog, ki, sections, pgmaps)
+        sections, w = _live_guard(prog, ki, sections, words, pgmaps)
         warnings += w
     stats = (
         ("struct_pages_read", reader.pages_read),

@@ -11,8 +11,11 @@ allow (boot sections' usages are one memblock array per node).
 from __future__ import annotations
 
 import dataclasses
+import operator
 import struct
 from collections.abc import Iterable
+from functools import reduce
+from itertools import compress
 
 import drgn
 from drgn import Program, TypeKind, offsetof, sizeof
@@ -23,6 +26,7 @@ from subsecinspect.snapshot import KernelInfo, Section
 
 __all__ = (
     "RawSection",
+    "SectionWords",
     "changed_sections",
     "decode_section_flags",
     "read_raw_sections",
@@ -35,6 +39,17 @@ _USAGE_GAP = 16 * 1024
 
 RawSection = tuple[int, int, int]
 """``(section_nr, section_mem_map, usage)``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SectionWords:
+    """What :func:`read_sections` read, undecoded: the live guard compares it whole."""
+
+    raw: list[RawSection]
+    #: Section numbers of unreadable roots.
+    damaged: set[int]
+    #: usage address -> subsection map, for the usages of valid sections.
+    maps: dict[int, int]
 
 
 def decode_section_flags(prog: Program, section_mem_map: int) -> tuple[str, ...]:
@@ -64,11 +79,10 @@ def _decode_root(
     stride = size // 8
     smms = words[off_map // 8 :: stride][:count]
     usages = words[off_usage // 8 :: stride][:count] if off_usage >= 0 else (0,) * count
-    return [
-        (first_nr + i, smm, usage)
-        for i, (smm, usage) in enumerate(zip(smms, usages, strict=True))
-        if smm or usage
-    ]
+    # Keep the sections whose word or usage is non-zero; iterated in C (thousands per root).
+    keep = map(operator.or_, smms, usages)
+    rows = zip(range(first_nr, first_nr + count), smms, usages, strict=True)
+    return list(compress(rows, keep))
 
 
 def read_raw_sections(
@@ -149,7 +163,11 @@ def read_subsection_maps(
     if layout is None:
         return maps, errors
     off, nbytes = layout
-    addrs = sorted(set(a for a in usages if a))
+    unique = set(usages)
+    unique.discard(0)
+    addrs = sorted(unique)
+    # Usages are kmalloc'd (8-byte aligned): then a run's maps are words of one u64 view.
+    words_ok = nbytes == 8 and not reduce(operator.or_, addrs, 0) & 7
     runs: list[list[int]] = []
     for a in addrs:
         if runs and a - runs[-1][0] + off + nbytes <= _USAGE_GAP:
@@ -163,9 +181,14 @@ def read_subsection_maps(
             data = prog.read(start, length)
         except drgn.FaultError:
             data = None
+        r0 = run[0]
+        if data is not None and words_ok:
+            words = memoryview(data).cast("Q")
+            maps.update(zip(run, [words[(a - r0) >> 3] for a in run], strict=True))
+            continue
         for a in run:
             if data is not None:
-                maps[a] = _decode_map(data, a - run[0], nbytes)
+                maps[a] = _decode_map(data, a - r0, nbytes)
                 continue
             try:
                 maps[a] = _decode_map(prog.read(a + off, nbytes), 0, nbytes)
@@ -174,8 +197,10 @@ def read_subsection_maps(
     return maps, errors
 
 
-def read_sections(prog: Program, ki: KernelInfo) -> tuple[list[Section], list[str]]:
-    """All non-empty sections as :class:`Section` records, plus warnings.
+def read_sections(
+    prog: Program, ki: KernelInfo
+) -> tuple[list[Section], list[str], SectionWords]:
+    """All non-empty sections as :class:`Section` records, warnings, and the words read.
 
     A section whose usage cannot be read keeps ``subsection_map=None`` and
     gets a warning; a section in an unreadable root is reported with
@@ -186,7 +211,7 @@ def read_sections(prog: Program, ki: KernelInfo) -> tuple[list[Section], list[st
     map_mask = masks["MAP_MASK"]
     has_mem_map = masks["HAS_MEM_MAP"]
     # Only trust usage when HAS_MEM_MAP is set (kernel-semantics §1.4).
-    maps, errors = read_subsection_maps(prog, (u for _, smm, u in raw if smm & has_mem_map))
+    maps, errors = read_subsection_maps(prog, [u for _, smm, u in raw if smm & has_mem_map])
     sections: list[Section] = []
     flag_names: dict[int, tuple[str, ...]] = {}  # a handful of distinct flag words per kernel
     for nr, smm, usage in raw:
@@ -202,16 +227,8 @@ def read_sections(prog: Program, ki: KernelInfo) -> tuple[list[Section], list[st
                 f"({errors[usage]}); its subsection map is unknown"
             )
         consistent = (not valid) or (smm & map_mask) == ki.vmemmap
-        sections.append(
-            Section(
-                section_nr=nr,
-                section_mem_map=smm,
-                flags=flags,
-                usage=usage,
-                subsection_map=sub,
-                map_consistent=consistent,
-            )
-        )
+        # positional: section_nr, section_mem_map, flags, usage, subsection_map, map_consistent
+        sections.append(Section(nr, smm, flags, usage, sub, consistent))
     for nr in sorted(damaged):
         sections.append(
             Section(
@@ -220,24 +237,33 @@ def read_sections(prog: Program, ki: KernelInfo) -> tuple[list[Section], list[st
             )
         )
     sections.sort(key=lambda s: s.section_nr)
-    return sections, warnings
+    return sections, warnings, SectionWords(raw, damaged, maps)
 
 
-def changed_sections(prog: Program, ki: KernelInfo, sections: Iterable[Section]) -> set[int]:
+def changed_sections(
+    prog: Program, ki: KernelInfo, sections: Iterable[Section], first: SectionWords
+) -> set[int]:
     """Live guard: section numbers whose word, usage or subsection map changed.
 
     Re-reads the roots and the usage maps (kernel-semantics §4.3 step 6), up to the
     ``__highest_present_section_nr`` of now: sections that section_mark_present() added
     above the first read's highest (a namespace created meanwhile) count as changed.
+    When the words and maps equal ``first`` (the words :func:`read_sections` decoded into
+    ``sections``) nothing is compared section by section.
     """
-    before = {s.section_nr: s for s in sections}
     highest = constant(prog, "__highest_present_section_nr")
     if highest is not None and highest > ki.highest_present_section_nr:
         ki = dataclasses.replace(ki, highest_present_section_nr=highest)
     try:
         raw, _, damaged = read_raw_sections(prog, ki)
     except ReadError:
-        return set(before)
+        return {s.section_nr for s in sections}
+    if raw == first.raw and damaged == first.damaged:
+        has_mem_map = section_flag_masks(prog)["HAS_MEM_MAP"]
+        maps, _ = read_subsection_maps(prog, [u for _, smm, u in raw if smm & has_mem_map])
+        if maps == first.maps:
+            return set()
+    before = {s.section_nr: s for s in sections}
     now = {nr: (smm, usage) for nr, smm, usage in raw}
     maps, _ = read_subsection_maps(prog, (u for _, _, u in raw))
     changed: set[int] = set(damaged)
