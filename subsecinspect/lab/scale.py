@@ -24,8 +24,10 @@ With a 1 TiB window QEMU skips the AMD HyperTransport hole and puts the NVDIMM a
 (:func:`device_base`).
 
 ``python -m subsecinspect.lab.scale dump OUTDIR [IGNORE]`` makes the frozen dump;
-``python -m subsecinspect.lab.scale live-bench OUT.json [SCENARIO] [BENCH ARGS]`` runs
-scripts/bench_classify.py in a guest of the scenario (default ``scale-tib``).
+``python -m subsecinspect.lab.scale live-bench [--icount N] OUT.json [SCENARIO] [BENCH ARGS]``
+runs scripts/bench_classify.py in a guest of the scenario (default ``scale-tib``), with
+``--icount N`` under QEMU's instruction counting (guest times count instructions, not host
+wall time: see :class:`~subsecinspect.lab.vm.LabVM`).
 """
 
 from __future__ import annotations
@@ -262,17 +264,25 @@ def make_frozen_dump(outdir: Path, kernel: str = "6.1", ignore: int = 3000) -> d
 
 
 def live_bench(
-    out: Path, scenario: Scenario = SCALE_TIB, kernel: str = "6.1", bench_args: str = ""
+    out: Path,
+    scenario: Scenario = SCALE_TIB,
+    kernel: str = "6.1",
+    bench_args: str = "",
+    icount: int | None = None,
 ) -> dict[str, Any]:
     """Boot ``scenario``, create its namespaces, run scripts/bench_classify.py in the guest.
 
     The bench's JSON goes to ``out``; returns it with the boot and setup timings added.
+    ``icount``: boot with QEMU's instruction counting (:class:`~subsecinspect.lab.vm.LabVM`),
+    so that the times the bench measures in the guest count instructions and do not depend
+    on what else runs on the host.
     """
     from subsecinspect.lab.scenarios import apply_stage, check_layout
 
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     t0 = time.monotonic()
-    with scale_labvm(scenario, kernel, boot_timeout=300) as vm:
+    extra: dict[str, Any] = {} if icount is None else {"icount": icount, "boot_timeout": 900}
+    with scale_labvm(scenario, kernel, **{"boot_timeout": 300, **extra}) as vm:
         timings = {"boot_s": time.monotonic() - t0}
         for st in scenario.stages:
             t1 = time.monotonic()
@@ -282,7 +292,7 @@ def live_bench(
                 raise RuntimeError(f"stage {st.name}: {diffs}")
         for name in ("bench_classify.py", "bench_stages.py", "bench_semantics.py"):
             vm.put(scripts / name, f"/root/{name}")
-        r = vm.run(f"python3 /root/bench_classify.py --json {bench_args}", timeout=3600)
+        r = vm.run(f"python3 /root/bench_classify.py --json {bench_args}", timeout=7200)
         free = vm.run("free -m; uname -r", timeout=60).stdout
     if not r.stdout.strip().startswith("{"):
         raise RuntimeError(f"bench failed in the guest (rc={r.rc}): {r.stdout[-2000:]}{r.stderr}")
@@ -290,6 +300,7 @@ def live_bench(
     doc["lab"] = {
         **{k: round(v, 1) for k, v in timings.items()},
         "scenario": scenario.name,
+        "icount": icount,
         "guest": free,
         "bench_rc": r.rc,
     }
@@ -299,16 +310,23 @@ def live_bench(
 
 if __name__ == "__main__":
     # python -m subsecinspect.lab.scale dump OUTDIR [IGNORE]
-    # python -m subsecinspect.lab.scale live-bench OUT.json [SCENARIO] [BENCH ARGS...]
+    # python -m subsecinspect.lab.scale live-bench [--icount N] OUT.json [SCENARIO] [BENCH ARGS...]
+    icount_arg = None
+    if sys.argv[2:3] == ["--icount"] and len(sys.argv) > 3:
+        icount_arg = int(sys.argv[3])
+        del sys.argv[2:4]
     if len(sys.argv) >= 3 and sys.argv[1] == "dump":
         ign = int(sys.argv[3]) if len(sys.argv) > 3 else 3000
         print(json.dumps(make_frozen_dump(Path(sys.argv[2]), ignore=ign), indent=1))
     elif len(sys.argv) >= 3 and sys.argv[1] == "live-bench":
         scn = SCALE_SCENARIOS[sys.argv[3]] if len(sys.argv) > 3 else SCALE_TIB
-        res = live_bench(Path(sys.argv[2]), scn, bench_args=" ".join(sys.argv[4:]))
+        res = live_bench(
+            Path(sys.argv[2]), scn, bench_args=" ".join(sys.argv[4:]), icount=icount_arg
+        )
         print(json.dumps(res["lab"], indent=1))
     else:
         sys.exit(
             "usage: python -m subsecinspect.lab.scale dump OUTDIR [IGNORE]\n"
-            "       python -m subsecinspect.lab.scale live-bench OUT.json [SCENARIO] [ARGS]"
+            "       python -m subsecinspect.lab.scale live-bench [--icount N] OUT.json [SCENARIO]"
+            " [ARGS]"
         )

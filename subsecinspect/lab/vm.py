@@ -75,6 +75,11 @@ class LabVM:
     :param gdbstub: QEMU's gdbstub on the unix socket :attr:`gdb_socket` (gdb: ``target remote
         unix::SOCK``... see gdb docs) and boot with nokaslr.
     :param job: a script run in batch mode (fw_cfg ``opt/lab/job``); use :meth:`run_batch`.
+    :param icount: QEMU's instruction counting, ``-icount shift=N,sleep=off`` on single-threaded
+        TCG: the guest's clocks advance by 2**N ns per instruction executed (and jump over idle
+        time), so guest-measured durations count instructions and no longer depend on the load
+        of the host. For benchmarks that compare two runs in one guest (bench_trace.py,
+        bench_classify.py); the guest is slower in wall time (one host thread for all vCPUs).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class LabVM:
         job: str | Path | None = None,
         boot_timeout: float = 120.0,
         qemu_args: Sequence[str] = (),
+        icount: int | None = None,
     ) -> None:
         self.kernel = kernel
         self.paths = images.paths(kernel)
@@ -113,6 +119,7 @@ class LabVM:
         self.gdbstub, self.project, self.boot_timeout = gdbstub, project, boot_timeout
         self.job = Path(job).resolve() if job else None
         self.qemu_args = list(qemu_args)
+        self.icount = icount
         self.run_dir = images.cache_dir() / "run" / self.name
         self.gdb_socket = self.run_dir / "gdb.sock"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -156,7 +163,8 @@ class LabVM:
         ]
         cmd = [
             "qemu-system-x86_64", "-nodefaults", "-display", "none", "-no-user-config",
-            "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", str(self.smp),
+            "-accel", "tcg,thread=" + ("multi" if self.icount is None else "single"),
+            "-cpu", "max", "-smp", str(self.smp),
             "-machine", "pc" + (",nvdimm=on" if self.nvdimms else ""), "-m", mem,
             "-kernel", str(p.vmlinuz), "-initrd", str(p.initramfs), "-append", " ".join(append),
             "-drive", f"file={p.rootfs_img},if=virtio,format=raw,snapshot=on",
@@ -185,6 +193,8 @@ class LabVM:
             cmd += ["-gdb", f"unix:{self.gdb_socket},server=on,wait=off"]
         if self.job:
             cmd += ["-fw_cfg", f"name=opt/lab/job,file={self.job}"]
+        if self.icount is not None:
+            cmd += ["-icount", f"shift={self.icount},sleep=off"]
         return cmd + self.qemu_args
 
     # ------------------------------------------------------------------ lifecycle
