@@ -145,3 +145,34 @@ def test_a_32_bit_vmcore_is_refused(tmp_path: Path, bad_input_record: Any) -> No
         inspect_dump(str(p))
     assert ei.value.exit_code == TargetError.exit_code
     _record(bad_input_record, "a 32-bit (i386) vmcore", "inspect_dump(ELF32 EM_386 core)", ei.value)
+
+
+@pytest.mark.parametrize("preset", [None, "", "builtin_commands"])
+def test_open_target_disables_drgn_plugins_unless_told(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, preset: str | None
+) -> None:
+    # drgn reads DRGN_DISABLE_PLUGINS when the program is set up; open_target defaults it to
+    # "*" (no entry-point scan, no command plugins) and leaves a user's own setting alone.
+    if preset is None:
+        monkeypatch.delenv("DRGN_DISABLE_PLUGINS", raising=False)
+    else:
+        monkeypatch.setenv("DRGN_DISABLE_PLUGINS", preset)
+    with pytest.raises(TargetError, match="no such vmcore"):
+        open_target(str(tmp_path / "missing.vmcore"))
+    assert os.environ["DRGN_DISABLE_PLUGINS"] == ("*" if preset is None else preset)
+
+
+@pytest.mark.parametrize(("setting", "loaded"), [("*", False), ("", True)])
+def test_drgn_plugin_hook_follows_the_setting(setting: str, loaded: bool) -> None:
+    # The hook set_kernel()/set_core_dump() call: with "*" (open_target's default) drgn
+    # imports neither importlib.metadata nor its command plugins; with "" it imports both.
+    code = (
+        f"import os, sys; os.environ['DRGN_DISABLE_PLUGINS'] = {setting!r}\n"
+        "from _drgn_util.plugins import call_plugins\n"
+        "call_plugins('drgn_prog_set', None)\n"
+        "print(sorted(m for m in sys.modules if m in ('drgn.commands._crash', "
+        "'importlib.metadata')))"
+    )
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
+    want = "['drgn.commands._crash', 'importlib.metadata']" if loaded else "[]"
+    assert out.strip() == want
