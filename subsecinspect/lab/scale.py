@@ -281,7 +281,9 @@ def live_bench(
 
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     t0 = time.monotonic()
-    extra: dict[str, Any] = {} if icount is None else {"icount": icount, "boot_timeout": 900}
+    extra: dict[str, Any] = {}
+    if icount is not None:
+        extra = {"icount": icount, "smp": 1, "boot_timeout": 900}
     with scale_labvm(scenario, kernel, **{"boot_timeout": 300, **extra}) as vm:
         timings = {"boot_s": time.monotonic() - t0}
         for st in scenario.stages:

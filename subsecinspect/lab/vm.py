@@ -79,7 +79,9 @@ class LabVM:
         TCG: the guest's clocks advance by 2**N ns per instruction executed (and jump over idle
         time), so guest-measured durations count instructions and no longer depend on the load
         of the host. For benchmarks that compare two runs in one guest (bench_trace.py,
-        bench_classify.py); the guest is slower in wall time (one host thread for all vCPUs).
+        bench_classify.py); the guest is slower in wall time (one host thread). Needs
+        ``smp=1``: with two vCPUs QEMU 7.2's round-robin icount livelocks the boot (6.1 spins
+        in ``__schedule`` on both from 0.03 s on, no console output).
     """
 
     def __init__(
@@ -119,6 +121,9 @@ class LabVM:
         self.gdbstub, self.project, self.boot_timeout = gdbstub, project, boot_timeout
         self.job = Path(job).resolve() if job else None
         self.qemu_args = list(qemu_args)
+        if icount is not None and smp != 1:
+            raise ValueError("LabVM(icount=...) needs smp=1 (QEMU's round-robin icount "
+                             "livelocks a 2-vCPU boot)")
         self.icount = icount
         self.run_dir = images.cache_dir() / "run" / self.name
         self.gdb_socket = self.run_dir / "gdb.sock"

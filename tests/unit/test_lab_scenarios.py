@@ -4,6 +4,7 @@ and freeze helpers. No QEMU: these run anywhere in well under a second."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -124,3 +125,16 @@ def test_pick_symbol_prefers_the_first_candidate() -> None:
     )
     with pytest.raises(freeze.FreezeError):
         freeze.pick_symbol({}, freeze.TEARDOWN_CANDIDATES)
+
+
+def test_icount_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from subsecinspect.lab.vm import LabVM
+
+    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
+    plain = LabVM("6.1").command_line()
+    assert "tcg,thread=multi" in plain and "-icount" not in plain
+    line = LabVM("6.1", smp=1, icount=0).command_line()
+    assert "tcg,thread=single" in line and "tcg,thread=multi" not in line
+    assert line[line.index("-icount") + 1] == "shift=0,sleep=off"
+    with pytest.raises(ValueError, match="smp=1"):
+        LabVM("6.1", icount=0)  # two vCPUs livelock under round-robin icount
