@@ -9,14 +9,18 @@ from __future__ import annotations
 import compileall
 import os
 import py_compile
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+from subsecinspect.lab import qmp
 from subsecinspect.lab.images import KernelPaths
 
-__all__ = ("GUEST_PYTHON", "build_file_disk", "build_project_disk", "make_ext4")
+__all__ = ("GUEST_PYTHON", "build_file_disk", "build_project_disk", "make_ext4", "put_via_disk")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Python of the lab's rootfs (Debian bookworm: 3.11). The project disk carries .pyc files
@@ -77,3 +81,39 @@ def build_file_disk(local: Path, run_dir: Path, tag: str) -> Path:
     stage.mkdir()
     _link_or_copy(local, stage / "f")
     return make_ext4(stage, run_dir / f"{tag}.img", (local.stat().st_size >> 20) + 16)
+
+
+def put_via_disk(vm: Any, local: Path, remote: str, timeout: float, tag: str) -> None:
+    """Copy ``local`` to ``remote`` in the running ``vm`` (a LabVM) on a hot-plugged disk.
+
+    ext4 image with the file -> QMP blockdev-add + device_add virtio-blk (serial ``tag``)
+    -> the guest finds /sys/block/vd*/serial == tag, mounts it read-only, copies, unmounts
+    -> device_del (ACPI unplug) + blockdev-del, best effort. The image is always deleted.
+    """
+    img = build_file_disk(local, vm.run_dir, tag)
+    try:
+        vm.qmp("blockdev-add", driver="raw", **{"node-name": tag, "read-only": True},
+               file={"driver": "file", "filename": str(img)})  # fmt: skip
+        vm.qmp("device_add", driver="virtio-blk-pci", drive=tag, id=tag, serial=tag)
+        q = shlex.quote(remote)
+        script = (
+            f"for i in $(seq 600); do for s in /sys/block/vd*/serial; do "
+            f'[ "$(cat $s 2>/dev/null)" = {tag} ] && '
+            f"dev=/dev/$(basename $(dirname $s)) && break 2; "
+            f'done; sleep 0.1; done; [ -n "$dev" ] || {{ echo no disk {tag} >&2; exit 1; }}; '
+            f"mkdir -p /run/lab/{tag} && mount -o ro $dev /run/lab/{tag} && "
+            f"cp /run/lab/{tag}/f {q}; rc=$?; umount /run/lab/{tag}; exit $rc"
+        )
+        vm.run(script, timeout, check=True)
+    finally:
+        try:
+            vm.qmp("device_del", id=tag)
+            for _ in range(50):
+                try:
+                    vm.qmp("blockdev-del", **{"node-name": tag})
+                    break
+                except qmp.QMPError:
+                    time.sleep(0.1)
+        except qmp.QMPError:
+            pass
+        img.unlink(missing_ok=True)

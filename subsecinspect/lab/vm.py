@@ -26,14 +26,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from subsecinspect.lab import images, qmp, rundirs
 from subsecinspect.lab.channel import Channel, LabBootError, LabError, LabTimeout, Result
-from subsecinspect.lab.disks import build_file_disk, build_project_disk
+from subsecinspect.lab.disks import build_project_disk, put_via_disk
+from subsecinspect.lab.qemu import Nvdimm, QemuConfig, parse_size, qemu_command
 
 __all__ = ("LabBootError", "LabError", "LabTimeout", "LabVM", "Nvdimm", "Result", "parse_size")
 
@@ -43,24 +43,6 @@ __all__ = ("LabBootError", "LabError", "LabTimeout", "LabVM", "Nvdimm", "Result"
 _BOOT_DEATH = re.compile(r"Kernel panic - not syncing|Oops: |BUG: ")
 _LIVE: set[LabVM] = set()  # strong refs: a dropped LabVM is still reaped at exit
 _SEQ = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Nvdimm:
-    """One emulated NVDIMM: size and label area (``label_size=0``: label-less)."""
-
-    size: str | int = "1G"
-    label_size: str | int = "128K"
-
-
-def parse_size(s: str | int) -> int:
-    """``"1G"`` / ``"512M"`` / ``"128K"`` / bytes -> bytes (binary units, like QEMU)."""
-    if isinstance(s, int):
-        return s
-    m = re.fullmatch(r"(\d+)([KMGT]?)i?B?", s.strip(), re.I)
-    if not m:
-        raise ValueError(f"bad size {s!r}")
-    return int(m.group(1)) << (10 * " KMGT".index(m.group(2).upper() or " "))
 
 
 class LabVM:
@@ -152,55 +134,30 @@ class LabVM:
 
     def command_line(self) -> list[str]:
         """The full QEMU command line (also written to ``run/<name>/qemu.cmd``)."""
-        p, rd = self.paths, self.run_dir
-        mem = f"{self.mem}"
-        nv_total = sum(parse_size(n.size) for n in self.nvdimms)
-        slots = self.slots + len(self.nvdimms)
-        if slots:
-            maxmem = f"{parse_size(self.maxmem or parse_size(self.mem) + nv_total) >> 20}M"
-            mem += f",slots={slots},maxmem={maxmem}"
-        append = [
-            "console=ttyS0",
-            "loglevel=6",
-            "panic=-1",
-            *(["nokaslr"] if self.gdbstub else []),
-            *self.append,
-        ]
-        cmd = [
-            "qemu-system-x86_64", "-nodefaults", "-display", "none", "-no-user-config",
-            "-accel", "tcg,thread=" + ("multi" if self.icount is None else "single"),
-            "-cpu", "max", "-smp", str(self.smp),
-            "-machine", "pc" + (",nvdimm=on" if self.nvdimms else ""), "-m", mem,
-            "-kernel", str(p.vmlinuz), "-initrd", str(p.initramfs), "-append", " ".join(append),
-            "-drive", f"file={p.rootfs_img},if=virtio,format=raw,snapshot=on",
-            "-drive", f"file={p.kernel_img},if=virtio,format=raw,readonly=on",
-            "-drive", f"file={rd / 'project.img'},if=virtio,format=raw,readonly=on",
-        ]  # fmt: skip
-        for d in self.disks:
-            cmd += ["-drive", f"file={d},if=virtio,format=raw"]
-        cmd += [
-            "-serial", f"file:{self.console_log}",
-            "-chardev", f"socket,id=sh,path={rd / 'shell.sock'},server=on,wait=off",
-            "-serial", "chardev:sh",
-            "-qmp", f"unix:{self.qmp_sock},server=on,wait=off",
-            "-no-reboot", "-device", "vmcoreinfo",
-        ]  # fmt: skip
-        for i, n in enumerate(self.nvdimms):
-            cmd += [
-                "-object",
-                f"memory-backend-file,id=nvmem{i},share=on,mem-path={self.nvdimm_file(i)},"
-                f"size={n.size}",
-                "-device",
-                f"nvdimm,memdev=nvmem{i},id=nvdimm{i}"
-                + (f",label-size={n.label_size}" if parse_size(n.label_size) else ""),
-            ]
-        if self.gdbstub:
-            cmd += ["-gdb", f"unix:{self.gdb_socket},server=on,wait=off"]
-        if self.job:
-            cmd += ["-fw_cfg", f"name=opt/lab/job,file={self.job}"]
-        if self.icount is not None:
-            cmd += ["-icount", f"shift={self.icount},sleep=off"]
-        return cmd + self.qemu_args
+        p = self.paths
+        return qemu_command(
+            QemuConfig(
+                vmlinuz=p.vmlinuz,
+                initramfs=p.initramfs,
+                rootfs_img=p.rootfs_img,
+                kernel_img=p.kernel_img,
+                project_img=self.run_dir / "project.img",
+                console_log=self.console_log,
+                shell_sock=self.run_dir / "shell.sock",
+                qmp_sock=self.qmp_sock,
+                mem=self.mem,
+                smp=self.smp,
+                slots=self.slots,
+                maxmem=self.maxmem,
+                nvdimms=[(n, self.nvdimm_file(i)) for i, n in enumerate(self.nvdimms)],
+                append=self.append,
+                disks=self.disks,
+                gdb_socket=self.gdb_socket if self.gdbstub else None,
+                job=self.job,
+                icount=self.icount,
+                extra=self.qemu_args,
+            )
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -365,50 +322,17 @@ class LabVM:
 
         Up to 32 KiB it goes over ttyS1 (the emulated UART takes only ~10 KB/s host -> guest
         under TCG); bigger files go on a small ext4 disk hot-plugged over QMP
-        (:meth:`_put_via_disk`).
+        (:func:`subsecinspect.lab.disks.put_via_disk`).
         """
         data = Path(local).read_bytes()
         q = shlex.quote(remote)
         if len(data) > 32 * 1024:
-            self._put_via_disk(Path(local), remote, timeout)
+            put_via_disk(self, Path(local), remote, timeout, tag=f"put{next(_SEQ)}")
         else:
             b64 = base64.b64encode(data).decode()
             self.run(f"base64 -d > {q} <<'@@EOF@@'\n{b64}\n@@EOF@@", timeout, check=True)
         if mode is not None:
             self.run(f"chmod {mode:o} {q}", timeout, check=True)
-
-    def _put_via_disk(self, local: Path, remote: str, timeout: float) -> None:
-        """ext4 image with the file -> QMP blockdev-add + device_add virtio-blk (serial tag)
-        -> guest finds /sys/block/vd*/serial == tag, mounts it read-only, copies, unmounts
-        -> device_del (ACPI unplug) + blockdev-del, best effort."""
-        tag = f"put{next(_SEQ)}"
-        img = build_file_disk(local, self.run_dir, tag)
-        try:
-            self.qmp("blockdev-add", driver="raw", **{"node-name": tag, "read-only": True},
-                     file={"driver": "file", "filename": str(img)})  # fmt: skip
-            self.qmp("device_add", driver="virtio-blk-pci", drive=tag, id=tag, serial=tag)
-            q = shlex.quote(remote)
-            script = (
-                f"for i in $(seq 600); do for s in /sys/block/vd*/serial; do "
-                f'[ "$(cat $s 2>/dev/null)" = {tag} ] && '
-                f"dev=/dev/$(basename $(dirname $s)) && break 2; "
-                f'done; sleep 0.1; done; [ -n "$dev" ] || {{ echo no disk {tag} >&2; exit 1; }}; '
-                f"mkdir -p /run/lab/{tag} && mount -o ro $dev /run/lab/{tag} && "
-                f"cp /run/lab/{tag}/f {q}; rc=$?; umount /run/lab/{tag}; exit $rc"
-            )
-            self.run(script, timeout, check=True)
-        finally:
-            try:
-                self.qmp("device_del", id=tag)
-                for _ in range(50):
-                    try:
-                        self.qmp("blockdev-del", **{"node-name": tag})
-                        break
-                    except qmp.QMPError:
-                        time.sleep(0.1)
-            except qmp.QMPError:
-                pass
-            img.unlink(missing_ok=True)
 
     def get(self, remote: str, timeout: float = 120.0) -> bytes:
         """The bytes of a (small) guest file."""
