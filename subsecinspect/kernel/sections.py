@@ -197,6 +197,13 @@ def read_subsection_maps(
     return maps, errors
 
 
+def _valid_usages(prog: Program, raw: list[RawSection]) -> list[int]:
+    """The usage addresses of valid sections: usage is only trusted with SECTION_HAS_MEM_MAP
+    (kernel-semantics §1.4)."""
+    has_mem_map = section_flag_masks(prog)["HAS_MEM_MAP"]
+    return [u for _, smm, u in raw if smm & has_mem_map]
+
+
 def read_sections(
     prog: Program, ki: KernelInfo
 ) -> tuple[list[Section], list[str], SectionWords]:
@@ -210,8 +217,7 @@ def read_sections(
     masks = section_flag_masks(prog)
     map_mask = masks["MAP_MASK"]
     has_mem_map = masks["HAS_MEM_MAP"]
-    # Only trust usage when HAS_MEM_MAP is set (kernel-semantics §1.4).
-    maps, errors = read_subsection_maps(prog, [u for _, smm, u in raw if smm & has_mem_map])
+    maps, errors = read_subsection_maps(prog, _valid_usages(prog, raw))
     sections: list[Section] = []
     flag_names: dict[int, tuple[str, ...]] = {}  # a handful of distinct flag words per kernel
     for nr, smm, usage in raw:
@@ -259,13 +265,14 @@ def changed_sections(
     except ReadError:
         return {s.section_nr for s in sections}
     if raw == first.raw and damaged == first.damaged:
-        has_mem_map = section_flag_masks(prog)["HAS_MEM_MAP"]
-        maps, _ = read_subsection_maps(prog, [u for _, smm, u in raw if smm & has_mem_map])
+        # Same words: the same valid sections, whose maps are all the comparison below reads.
+        maps, _ = read_subsection_maps(prog, _valid_usages(prog, raw))
         if maps == first.maps:
             return set()
+    else:
+        maps, _ = read_subsection_maps(prog, (u for _, _, u in raw))
     before = {s.section_nr: s for s in sections}
     now = {nr: (smm, usage) for nr, smm, usage in raw}
-    maps, _ = read_subsection_maps(prog, (u for _, _, u in raw))
     changed: set[int] = set(damaged)
     for nr in set(before) | set(now):
         old = before.get(nr)

@@ -181,7 +181,7 @@ def _check(k: Kernel) -> None:
     if len(set(k.packages)) != len(k.packages):
         raise MatrixError(f"kernel {k.id}: a package is listed twice")
     for p in (*k.image, *k.headers):
-        if k.kver.removesuffix("-cloud-amd64") not in p:
+        if k.abi not in p:
             raise MatrixError(f"kernel {k.id}: package {p} does not belong to {k.kver}")
 
 

@@ -130,20 +130,25 @@ def _listing(k: Kernel, suite: str) -> dict[str, list[tuple[str, str]]]:
     return {p: [(k.version, suite)] for p in k.packages}
 
 
-def test_follow_keeps_a_complete_pin(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.fixture
+def k61(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Kernel:
+    """The matrix's 6.1 entry, with the lab cache in tmp_path."""
     monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
-    k = load_matrix().get("6.1")
+    return load_matrix().get("6.1")
+
+
+def test_follow_keeps_a_complete_pin(monkeypatch: pytest.MonkeyPatch, k61: Kernel) -> None:
+    k = k61
     _Archive(_listing(k, k.suite)).install(monkeypatch)
     assert images._follow(k) is k
 
 
 def test_follow_takes_the_newest_complete_abi(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, k61: Kernel
 ) -> None:
     # The pinned kbuild (a version-less name) is gone; -57 is complete in the suite, -58 is
     # only listed in another suite, -59 lacks its headers: -57 is built.
-    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
-    k = load_matrix().get("6.1")
+    k = k61
     listing = _listing(k, k.suite)
     del listing["linux-kbuild-6.1"]
     n57 = k.rebased("6.1.0-57-cloud-amd64", "6.1.200-1")
@@ -157,10 +162,9 @@ def test_follow_takes_the_newest_complete_abi(
 
 
 def test_follow_without_a_complete_abi_names_the_pin(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, k61: Kernel
 ) -> None:
-    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
-    k = load_matrix().get("6.1")
+    k = k61
     listing = _listing(k, k.suite)
     del listing[k.dbg]
     _Archive(listing).install(monkeypatch)
@@ -169,11 +173,8 @@ def test_follow_without_a_complete_abi_names_the_pin(
         images._follow(k)
 
 
-def test_built_kernel_is_what_the_stamp_records(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
-    k = load_matrix().get("6.1")
+def test_built_kernel_is_what_the_stamp_records(k61: Kernel, tmp_path: Path) -> None:
+    k = k61
     assert images.built_kernel("6.1") == k  # nothing built yet
     d = tmp_path / "kernels" / "6.1"
     d.mkdir(parents=True)
