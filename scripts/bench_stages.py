@@ -69,8 +69,8 @@ def _api(args: argparse.Namespace) -> dict[str, Any]:
     """(f) classify's pipeline through the Python API, without the CLI (typer, rich): what a
     start-up-free ``classify --json`` would cost. Its own drgn load is in this child too."""
     from subsecinspect import __version__
-    from subsecinspect.classify import classify
-    from subsecinspect.kernel import read_snapshot
+    from subsecinspect.classify.decide import classify
+    from subsecinspect.kernel.read import read_snapshot
     from subsecinspect.render import jsondoc
     from subsecinspect.target import open_target
 

@@ -101,8 +101,8 @@ def _load(rounds: int) -> float:
 
 def guest(a: argparse.Namespace) -> int:
     """Inside the guest: compile once, then interleaved traced/untraced loads."""
+    from subsecinspect.cli.trace import seed_from_live
     from subsecinspect.probes.subsec_trace import SubsecTrace
-    from subsecinspect.trace_cli import seed_from_live
 
     wins, c1, _, _ = seed_from_live(None)
     tracer = SubsecTrace(wins, c1, hot_walkers=a.hot_walkers, fentry=not a.kprobes_only)

@@ -1,5 +1,5 @@
 """``python -m subsecinspect``: :func:`subsecinspect.cli.main` (fast path, else the typer app)."""
 
-from subsecinspect.cli import main
+from subsecinspect.cli.main import main
 
 main()

@@ -1,6 +1,6 @@
 """Errors: the exception hierarchy and the exit-code table.
 
-Only :mod:`subsecinspect.cli` catches these. Each class carries the exit code
+Only :mod:`subsecinspect.cli.main` catches these. Each class carries the exit code
 the CLI returns for it; the table is documented in README.md and never changes.
 """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from subsecinspect.errors import DebugInfoError, TargetError
-from subsecinspect.snapshot import TargetInfo
+from subsecinspect.snapshot.model import TargetInfo
 
 if TYPE_CHECKING:
     import drgn

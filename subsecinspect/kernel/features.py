@@ -19,7 +19,7 @@ import drgn
 from drgn import Program, TypeKind, offsetof, sizeof
 
 from subsecinspect.errors import ReadError, UnsupportedKernelError
-from subsecinspect.snapshot import KernelInfo
+from subsecinspect.snapshot.model import KernelInfo
 
 __all__ = (
     "PGMAP_ALTMAP_VALID",

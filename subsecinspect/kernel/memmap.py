@@ -4,7 +4,7 @@ Mirrors what ``memmap_init_zone_device()`` (mm/mm_init.c; mm/page_alloc.c
 before 5.18) leaves behind: it initialises ``[pfn_first(), range end)`` in
 ascending PFN order one compound page at a time, so the initialised part is a
 prefix whose end is found by binary search with
-:func:`subsecinspect.fingerprint.find_frontier` (kernel-semantics §4.3 step 4,
+:func:`subsecinspect.snapshot.pageinit.find_frontier` (kernel-semantics §4.3 step 4,
 §4.4). Readability is decided per (section ∩ range) piece, because x86
 populates a piece's vmemmap in one way: 2 MiB blocks from the altmap (on the
 device) for whole sections, base pages from RAM otherwise, or the boot memmap
@@ -21,13 +21,8 @@ from itertools import pairwise
 import drgn
 from drgn import Object, Program
 
-from subsecinspect.fingerprint import (
-    altmap_free_fingerprint,
-    find_frontier,
-    zone_device_memmap_initialised,
-)
-from subsecinspect.kernel.pages import PageReader, page_address
-from subsecinspect.snapshot import (
+from subsecinspect.kernel.pages import PageReader
+from subsecinspect.snapshot.model import (
     DevPagemap,
     KernelInfo,
     MemmapStatus,
@@ -36,6 +31,13 @@ from subsecinspect.snapshot import (
     RangeMemmap,
     TargetInfo,
     ZoneSpan,
+)
+from subsecinspect.snapshot.pageinit import (
+    altmap_free_fingerprint,
+    data_first_pfn,
+    find_frontier,
+    page_address,
+    zone_device_memmap_initialised,
 )
 
 __all__ = (
@@ -202,13 +204,6 @@ def _readability(
     return spans, first_error
 
 
-def _data_first_pfn(pg: DevPagemap, r: PgmapRange) -> int:
-    """``pfn_first()``: range start plus ``vmem_altmap_offset()`` for range 0."""
-    if r.index == 0 and pg.altmap.valid:
-        return r.start_pfn + pg.altmap.reserve + pg.altmap.free
-    return r.start_pfn
-
-
 def _frontier(
     passes: Callable[[int], bool], first: int, end: int, step: int, spans: list[Span]
 ) -> int | None:
@@ -248,7 +243,7 @@ def _range_memmap(
     zones: tuple[ZoneSpan, ...],
 ) -> RangeMemmap:
     ki = reader.ki
-    first = _data_first_pfn(pg, r)
+    first = data_first_pfn(pg, r)
     spans, first_error = _readability(reader, rd, r.start_pfn, r.end_pfn)
     samples: list[PageSample] = []
 

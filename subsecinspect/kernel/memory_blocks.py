@@ -11,7 +11,7 @@ from drgn import Object, Program
 
 from subsecinspect.kernel.features import constant
 from subsecinspect.kernel.pagemap import xa_spans
-from subsecinspect.snapshot import KernelInfo, MemoryBlock
+from subsecinspect.snapshot.model import KernelInfo, MemoryBlock
 
 __all__ = (
     "memory_block_state_name",

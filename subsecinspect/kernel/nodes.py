@@ -13,7 +13,7 @@ import drgn
 from drgn import Object, Program
 
 from subsecinspect.kernel.pages import PageReader
-from subsecinspect.snapshot import DevPagemap, KernelInfo, Section, ZoneSpan
+from subsecinspect.snapshot.model import DevPagemap, KernelInfo, Section, ZoneSpan
 
 __all__ = (
     "check_zones_against_sections",

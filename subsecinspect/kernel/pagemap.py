@@ -15,7 +15,7 @@ import drgn
 from drgn import Object, Program, TypeKind, offsetof, sizeof
 
 from subsecinspect.kernel.features import PGMAP_ALTMAP_VALID, memory_type_names
-from subsecinspect.snapshot import Altmap, DevPagemap, KernelInfo, PgmapRange
+from subsecinspect.snapshot.model import Altmap, DevPagemap, KernelInfo, PgmapRange
 
 __all__ = (
     "PERCPU_REF_DEAD",

@@ -1,8 +1,8 @@
 """Raw ``struct page`` reads: the words the fingerprint needs, never an Object per page.
 
-Mirrors ``pfn_to_page()`` for SPARSEMEM_VMEMMAP (``vmemmap + pfn``),
-``compound_head()`` (include/linux/page-flags.h) and ``page_zonenum()`` /
-``page_to_nid()`` (include/linux/mm.h). Every struct page read goes through
+Reads ``pfn_to_page()`` for SPARSEMEM_VMEMMAP (``vmemmap + pfn``, from
+:mod:`subsecinspect.snapshot.pageinit`) and follows ``compound_head()``
+(include/linux/page-flags.h). Every struct page read goes through
 :class:`PageReader`, which counts them (``Snapshot.stats["struct_pages_read"]``).
 """
 
@@ -13,29 +13,10 @@ import struct
 import drgn
 from drgn import Program
 
-from subsecinspect.snapshot import KernelInfo, MemmapStatus, PageSample
+from subsecinspect.snapshot.model import KernelInfo, MemmapStatus, PageSample
+from subsecinspect.snapshot.pageinit import page_address
 
-__all__ = (
-    "PageReader",
-    "page_address",
-    "page_nid",
-    "page_zonenum",
-)
-
-
-def page_address(ki: KernelInfo, pfn: int) -> int:
-    """``pfn_to_page(pfn)`` as an address."""
-    return ki.vmemmap + pfn * ki.struct_page_size
-
-
-def page_zonenum(ki: KernelInfo, flags: int) -> int:
-    """``page_zonenum()``: ``(flags >> ZONES_PGSHIFT) & ZONES_MASK``."""
-    return (flags >> ki.zones_pgshift) & ki.zones_mask
-
-
-def page_nid(ki: KernelInfo, flags: int) -> int:
-    """``page_to_nid()``: ``(flags >> NODES_PGSHIFT) & NODES_MASK``."""
-    return (flags >> ki.nodes_pgshift) & ki.nodes_mask
+__all__ = ("PageReader",)
 
 
 class PageReader:

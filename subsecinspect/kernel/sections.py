@@ -22,7 +22,7 @@ from drgn import Program, TypeKind, offsetof, sizeof
 
 from subsecinspect.errors import ReadError
 from subsecinspect.kernel.features import constant, section_flag_masks
-from subsecinspect.snapshot import KernelInfo, Section
+from subsecinspect.snapshot.model import KernelInfo, Section
 
 __all__ = (
     "RawSection",

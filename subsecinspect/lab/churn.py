@@ -262,8 +262,8 @@ def _race(runs: int, flap_runs: int, out: Path, max_steps: int) -> dict[str, Any
 
 
 def _inject(args: argparse.Namespace) -> dict[str, Any]:
-    import subsecinspect.kernel as kernel
-    from subsecinspect import cli
+    import subsecinspect.kernel.read as kernel
+    from subsecinspect.cli import main as cli
 
     c = Churn(Path(args.log))
     original = kernel._live_guard

@@ -4,7 +4,7 @@ Pure functions over the documents and the churn events of :mod:`subsecinspect.la
 
 * :func:`doc_problems`: the document is internally consistent (JSON contract of issue 3):
   ranges sorted, contiguous, maximal, covering ``[0, end_pfn)``; class names valid; the
-  evidence fits the class (the rules of subsecinspect/classify.py ``_decide``); the summary
+  evidence fits the class (the rules of subsecinspect/classify/decide.py ``_decide``); the summary
   equals the range sums.
 * :func:`lives`: the namespaces the churn made, each with its life time and the times the
   churn touched it.
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from subsecinspect.pageclass import Confidence, PageClass
+from subsecinspect.classify.classes import Confidence, PageClass
 
 __all__ = (
     "Life",

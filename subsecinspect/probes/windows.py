@@ -86,7 +86,7 @@ def _owner(evidence: dict[str, str | int | bool]) -> int:
 def seed(ranges: Iterable[object], section_shift: int) -> tuple[list[Window], set[int]]:
     """Initial windows and C1 sections from classified ranges.
 
-    :param ranges: :class:`subsecinspect.pageclass.ClassRange` objects (anything with
+    :param ranges: :class:`subsecinspect.classify.classes.ClassRange` objects (anything with
         ``start_pfn``, ``end_pfn``, ``cls`` and ``evidence``).
     :param section_shift: ``PFN_SECTION_SHIFT`` (SECTION_SIZE_BITS - PAGE_SHIFT).
     :return: ``(windows, c1_sections)``; adjacent ranges of one class and owner merged.

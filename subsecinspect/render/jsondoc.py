@@ -64,11 +64,11 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from subsecinspect import __version__
-from subsecinspect.pageclass import Classification, ClassRange
-from subsecinspect.snapshot import DevPagemap, RangeMemmap, Section, Snapshot
+from subsecinspect.classify.classes import Classification, ClassRange
+from subsecinspect.snapshot.model import DevPagemap, RangeMemmap, Section, Snapshot
 
 if TYPE_CHECKING:  # the classify fast path does not import explain/predicates
-    from subsecinspect.explain import Explanation
+    from subsecinspect.classify.explain import Explanation
 
 __all__ = (
     "SCHEMA_VERSION",

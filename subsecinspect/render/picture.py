@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from subsecinspect.pageclass import Classification, PageClass
+from subsecinspect.classify.classes import Classification, PageClass
 from subsecinspect.render.tables import CLASS_STYLES
-from subsecinspect.snapshot import Snapshot
+from subsecinspect.snapshot.model import Snapshot
 
 __all__ = ("CLASS_CHARS", "section_picture")
 

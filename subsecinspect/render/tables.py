@@ -11,9 +11,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from subsecinspect.explain import Explanation
-from subsecinspect.pageclass import Classification, ClassRange, PageClass
-from subsecinspect.snapshot import Snapshot
+from subsecinspect.classify.classes import Classification, ClassRange, PageClass
+from subsecinspect.classify.explain import Explanation
+from subsecinspect.snapshot.model import Snapshot
 
 __all__ = (
     "CLASS_STYLES",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from subsecinspect.cli import parse_location, write_atomic
+from subsecinspect.cli.common import parse_location, write_atomic
 from subsecinspect.errors import OptionError
 
 PY = sys.executable
@@ -105,7 +105,7 @@ def test_debug_shows_traceback(tmp_path: Path, bad_input_record: Any) -> None:
 
 
 def test_cli_does_not_import_drgn() -> None:
-    code = "import sys, subsecinspect.cli; print('drgn' in sys.modules)"
+    code = "import sys, subsecinspect.cli.main; print('drgn' in sys.modules)"
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"

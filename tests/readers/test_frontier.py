@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from subsecinspect.kernel.memmap import _frontier
-from subsecinspect.snapshot import MemmapStatus
+from subsecinspect.snapshot.model import MemmapStatus
 
 R, U = MemmapStatus.READ, MemmapStatus.UNREADABLE
 

@@ -6,8 +6,7 @@ named kernel situation, so a test reads like the layout it describes.
 
 from __future__ import annotations
 
-from subsecinspect.fingerprint import page_address
-from subsecinspect.snapshot import (
+from subsecinspect.snapshot.model import (
     Altmap,
     DevPagemap,
     KernelInfo,
@@ -21,6 +20,7 @@ from subsecinspect.snapshot import (
     TargetInfo,
     ZoneSpan,
 )
+from subsecinspect.snapshot.pageinit import page_address
 
 __all__ = (
     "FULL",

@@ -1,6 +1,6 @@
 """A brute-force reference classifier: one PFN at a time, straight from the spec.
 
-Written independently of :mod:`subsecinspect.classify` (no index, no cuts, no
+Written independently of :mod:`subsecinspect.classify.decide` (no index, no cuts, no
 merging; linear scans over the snapshot) from kernel-semantics.md §4.2-4.4 and
 the decisions documented in the classify module docstring. The property tests
 compare ``classify()`` against it on every PFN of random snapshots.
@@ -8,9 +8,9 @@ compare ``classify()`` against it on every PFN of random snapshots.
 
 from __future__ import annotations
 
-from subsecinspect.fingerprint import zone_device_memmap_initialised
-from subsecinspect.pageclass import Confidence, PageClass
-from subsecinspect.snapshot import DevPagemap, MemmapStatus, PgmapRange, Snapshot
+from subsecinspect.classify.classes import Confidence, PageClass
+from subsecinspect.snapshot.model import DevPagemap, MemmapStatus, PgmapRange, Snapshot
+from subsecinspect.snapshot.pageinit import zone_device_memmap_initialised
 
 __all__ = ("oracle_end_pfn", "reference_class")
 

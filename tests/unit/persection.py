@@ -2,19 +2,19 @@
 
 Kept as a reference for tests/unit/test_classify_runs.py: it cuts every section on
 its own at the boundaries of the pgmap hits inside it and decides each piece with
-the same :func:`subsecinspect.classify._decide`, so any difference comes from the
-run/cut logic of :mod:`subsecinspect.classruns`.
+the same :func:`subsecinspect.classify.decide._decide`, so any difference comes from the
+run/cut logic of :mod:`subsecinspect.classify.runs`.
 """
 
 from __future__ import annotations
 
 from itertools import pairwise
 
-from subsecinspect.classify import _decide, _Decision, _emit_gap
-from subsecinspect.pageclass import Classification, ClassRange
-from subsecinspect.rangestate import effective_frontier
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import Section, Snapshot
+from subsecinspect.classify.classes import Classification, ClassRange
+from subsecinspect.classify.decide import _decide, _Decision, _emit_gap
+from subsecinspect.classify.lifecycle import effective_frontier
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import Section, Snapshot
 
 __all__ = ("classify_per_section",)
 

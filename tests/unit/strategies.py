@@ -12,8 +12,7 @@ from itertools import pairwise
 
 from hypothesis import strategies as st
 
-from subsecinspect.fingerprint import page_address
-from subsecinspect.snapshot import (
+from subsecinspect.snapshot.model import (
     Altmap,
     DevPagemap,
     KernelInfo,
@@ -27,6 +26,7 @@ from subsecinspect.snapshot import (
     TargetInfo,
     ZoneSpan,
 )
+from subsecinspect.snapshot.pageinit import page_address
 
 __all__ = ("SMALL_KERNEL", "snapshots")
 

@@ -28,9 +28,9 @@ from builders import (
     snapshot,
 )
 
-from subsecinspect.classify import classify
-from subsecinspect.pageclass import Confidence, PageClass
-from subsecinspect.snapshot import MemmapStatus, RangeMemmap, Snapshot
+from subsecinspect.classify.classes import Confidence, PageClass
+from subsecinspect.classify.decide import classify
+from subsecinspect.snapshot.model import MemmapStatus, RangeMemmap, Snapshot
 
 P = PageClass
 S = 0x8000  # PFNs per section

@@ -31,10 +31,10 @@ from test_classify_cases import (
     ram,
 )
 
-from subsecinspect.classify import classify
-from subsecinspect.explain import explain
-from subsecinspect.pageclass import Confidence, PageClass
-from subsecinspect.snapshot import DevPagemap, MemmapStatus, Snapshot
+from subsecinspect.classify.classes import Confidence, PageClass
+from subsecinspect.classify.decide import classify
+from subsecinspect.classify.explain import explain
+from subsecinspect.snapshot.model import DevPagemap, MemmapStatus, Snapshot
 
 P = PageClass
 READ, NOT_CAPTURED = MemmapStatus.READ, MemmapStatus.NOT_CAPTURED

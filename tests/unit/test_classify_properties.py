@@ -9,11 +9,11 @@ from hypothesis import strategies as st
 from oracle import oracle_end_pfn, reference_class
 from strategies import snapshots
 
-from subsecinspect.classify import classify, classify_pfn
-from subsecinspect.explain import explain
-from subsecinspect.pageclass import MEMMAP_DEPENDENT, PageClass
+from subsecinspect.classify.classes import MEMMAP_DEPENDENT, PageClass
+from subsecinspect.classify.decide import classify, classify_pfn
+from subsecinspect.classify.explain import explain
 from subsecinspect.render import jsondoc
-from subsecinspect.snapshot import Snapshot
+from subsecinspect.snapshot.model import Snapshot
 
 SETTINGS = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

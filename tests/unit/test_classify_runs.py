@@ -2,7 +2,7 @@
 
 Random snapshots whose sections repeat a few templates in runs (as a TiB of ZONE_DEVICE
 sections do), with memory blocks over several sections, are classified by
-:func:`subsecinspect.classify.classify` and by the per-section reference
+:func:`subsecinspect.classify.decide.classify` and by the per-section reference
 (tests/unit/persection.py); the ranges, evidence and confidences must be identical, and
 the brute-force oracle must agree PFN by PFN.
 """
@@ -18,11 +18,11 @@ from oracle import reference_class
 from persection import classify_per_section
 from strategies import NSEC, SMALL_KERNEL, _section, snapshots
 
-from subsecinspect.classify import classify
-from subsecinspect.classruns import section_runs
-from subsecinspect.pageclass import PageClass
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import (
+from subsecinspect.classify.classes import PageClass
+from subsecinspect.classify.decide import classify
+from subsecinspect.classify.runs import section_runs
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import (
     Altmap,
     DevPagemap,
     MemoryBlock,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from builders import K61, ONLINE_EARLY, PRESENT, altmap, block, pgmap, section, snapshot
 
-from subsecinspect.classify import classify
-from subsecinspect.pageclass import PageClass
+from subsecinspect.classify.classes import PageClass
+from subsecinspect.classify.decide import classify
 
 S = 0x8000
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect import cli
+from subsecinspect.cli import main as cli
 
 PY = sys.executable
 TMPNAME = re.compile(r"\.subsecinspect-\w+\.tmp")
 FIXTURES = Path(__file__).parent / "fixtures"
 LAB_SNAPSHOT = FIXTURES / "lab" / "nvdimm_mixed_6.1_dump.json"
 
-TYPER = "import sys; from subsecinspect.cli_app import app; sys.argv[0] = 'subsecinspect'; app()"
+TYPER = "import sys; from subsecinspect.cli.app import app; sys.argv[0] = 'subsecinspect'; app()"
 #: A child that refuses typer, rich, pydantic and click, then runs the console-script entry.
 BLOCKED = r"""
 import sys
@@ -35,7 +35,7 @@ class Block:
         return None
 
 sys.meta_path.insert(0, Block())
-from subsecinspect.cli import main
+from subsecinspect.cli.main import main
 sys.argv[0] = "subsecinspect"
 main()
 """
@@ -62,7 +62,7 @@ def with_warnings(tmp_path: Path) -> Path:
 
 def test_console_script_is_the_fast_entry_point() -> None:
     (ep,) = [e for e in entry_points(group="console_scripts") if e.name == "subsecinspect"]
-    assert ep.value == "subsecinspect.cli:main"
+    assert ep.value == "subsecinspect.cli.main:main"
     assert ep.load() is cli.main
 
 

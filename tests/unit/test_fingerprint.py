@@ -9,7 +9,8 @@ from builders import K61, c5b_sample, dev_sample, pgmap
 from hypothesis import given
 from hypothesis import strategies as st
 
-from subsecinspect.fingerprint import (
+from subsecinspect.snapshot.model import MemmapStatus, PageSample, ZoneSpan
+from subsecinspect.snapshot.pageinit import (
     altmap_free_fingerprint,
     compound_head_address,
     find_frontier,
@@ -17,7 +18,6 @@ from subsecinspect.fingerprint import (
     page_pfn,
     zone_device_memmap_initialised,
 )
-from subsecinspect.snapshot import MemmapStatus, PageSample, ZoneSpan
 
 PG = 0xFF38472B4252C3C0
 DEVDAX = pgmap(PG, [(0x10C000, 0x112000)], type="MEMORY_DEVICE_GENERIC", shift=9)

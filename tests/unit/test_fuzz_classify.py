@@ -7,7 +7,7 @@ past the ranges, range indices out of order, a frontier outside its range, reada
 unsorted or overlapping, evidence for pgmaps that do not exist, duplicated sections, subsection
 bits past the section, memory blocks that overlap or are empty.
 
-Contract (classify.py docstring): sorted, maximal ranges covering ``[0, end)`` exactly once,
+Contract (subsecinspect/classify/decide.py docstring): sorted, maximal ranges covering ``[0, end)`` exactly once,
 ``end`` the end of the highest present section, every range a valid class; ``classify_pfn``
 agrees with the ranges; the brute-force oracle agrees on every PFN. No input makes it raise.
 """
@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from oracle import oracle_end_pfn, reference_class
 from strategies import PPS, SMALL_KERNEL, SPAN, snapshots
 
-from subsecinspect.classify import classify, classify_pfn
-from subsecinspect.pageclass import PageClass
-from subsecinspect.snapcheck import check_snapshot
-from subsecinspect.snapshot import (
+from subsecinspect.classify.classes import PageClass
+from subsecinspect.classify.decide import classify, classify_pfn
+from subsecinspect.snapshot.checks import check_snapshot
+from subsecinspect.snapshot.model import (
     Altmap,
     DevPagemap,
     MemmapStatus,
@@ -116,7 +116,7 @@ def inconsistent_snapshots(draw: st.DrawFn, same_address_twins: bool = True,
     """A random snapshot with 1-4 kinds of damage.
 
     *same_address_twins*: the same dev_pagemap may be listed twice. The classifier counts a
-    pgmap once per address (snapindex), the oracle once per entry; which is right for a list
+    pgmap once per address (snapshot/index.py), the oracle once per entry; which is right for a list
     no reader produces is not specified, so the oracle comparison leaves it out.
     *reversed_ranges*: a pgmap range may end before it starts; the oracle comparison leaves
     that out too (requests-fuzz.md R5, :func:`test_reversed_range_agrees_with_the_oracle`).

@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from subsecinspect.classify import classify
-from subsecinspect.cli import app
+from subsecinspect.classify.decide import classify
+from subsecinspect.cli.app import app
 from subsecinspect.errors import EXIT_CODES, TargetError
-from subsecinspect.snapjson import snapshot_from_json, snapshot_to_json
-from subsecinspect.snapshot import SNAPSHOT_FORMAT, Snapshot, SnapshotFormatError
+from subsecinspect.snapshot.codec import snapshot_from_json, snapshot_to_json
+from subsecinspect.snapshot.model import SNAPSHOT_FORMAT, Snapshot, SnapshotFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEEDS: dict[str, Any] = {}

@@ -9,8 +9,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from strategies import snapshots
 
-from subsecinspect.kernel import _check_complete_ranges
-from subsecinspect.snapshot import DevPagemap, KernelInfo, Section, Snapshot
+from subsecinspect.kernel.read import _check_complete_ranges
+from subsecinspect.snapshot.model import DevPagemap, KernelInfo, Section, Snapshot
 
 
 def reference(ki: KernelInfo, sections: list[Section], pgmaps: list[DevPagemap]) -> list[str]:

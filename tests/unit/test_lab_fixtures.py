@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect.classify import classify, data_first_pfn
-from subsecinspect.explain import explain
-from subsecinspect.fingerprint import altmap_free_fingerprint, zone_device_memmap_initialised
-from subsecinspect.pageclass import Classification, PageClass
-from subsecinspect.snapjson import snapshot_from_json
-from subsecinspect.snapshot import Snapshot
+from subsecinspect.classify.classes import Classification, PageClass
+from subsecinspect.classify.decide import classify
+from subsecinspect.classify.explain import explain
+from subsecinspect.snapshot.codec import snapshot_from_json
+from subsecinspect.snapshot.model import Snapshot
+from subsecinspect.snapshot.pageinit import (
+    altmap_free_fingerprint,
+    data_first_pfn,
+    zone_device_memmap_initialised,
+)
 
 LAB = Path(__file__).parent / "fixtures" / "lab"
 P = PageClass

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_classify_cases import MID_FIRST, kmem, memmap_a, mid_init, nvdimm_mixed, teardown
 
-from subsecinspect.classify import classify
+from subsecinspect.classify.decide import classify
 from subsecinspect.lab.churn import namespace_extent
 from subsecinspect.lab.racecheck import (
     doc_problems,
@@ -23,7 +23,7 @@ from subsecinspect.lab.racecheck import (
     plausibility_problems,
 )
 from subsecinspect.render import jsondoc
-from subsecinspect.snapshot import Snapshot
+from subsecinspect.snapshot.model import Snapshot
 
 S = 0x8000  # PFNs per section
 PAGE = 4096

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from strategies import SMALL_KERNEL
 
 from subsecinspect.kernel import memmap
-from subsecinspect.snapshot import KernelInfo, MemmapStatus
+from subsecinspect.snapshot.model import KernelInfo, MemmapStatus
 
 PPS, PPSUB = SMALL_KERNEL.pages_per_section, SMALL_KERNEL.pages_per_subsection
 STRIDE = memmap.SAMPLE_STRIDE

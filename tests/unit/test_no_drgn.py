@@ -23,11 +23,11 @@ sys.meta_path.insert(0, NoDrgn())
 for mod in [m for m in sys.modules if m == "drgn" or m.startswith("drgn.")]:
     del sys.modules[mod]
 
-import subsecinspect.snapshot, subsecinspect.classify, subsecinspect.fingerprint
-import subsecinspect.predicates, subsecinspect.explain
+import subsecinspect.snapshot.model, subsecinspect.classify.decide, subsecinspect.snapshot.pageinit
+import subsecinspect.classify.predicates, subsecinspect.classify.explain
 import subsecinspect.render.jsondoc, subsecinspect.render.tables, subsecinspect.render.picture
-from subsecinspect.classify import classify
-from subsecinspect.snapjson import snapshot_from_json
+from subsecinspect.classify.decide import classify
+from subsecinspect.snapshot.codec import snapshot_from_json
 
 snap = snapshot_from_json(open(sys.argv[1]).read())
 print(len(classify(snap).ranges))
@@ -44,7 +44,7 @@ def test_pure_modules_import_without_drgn() -> None:
     if not fixture.exists():  # written by test_snapshot_json; build it here if run alone
         from test_classify_cases import memmap_a, nvdimm_mixed
 
-        from subsecinspect.snapjson import snapshot_to_json
+        from subsecinspect.snapshot.codec import snapshot_to_json
         fixture.write_text(snapshot_to_json(nvdimm_mixed(mm_a=memmap_a()), indent=1) + "\n")
     out = subprocess.run([sys.executable, "-c", CHILD, str(fixture)], capture_output=True,
                          text=True, timeout=60)

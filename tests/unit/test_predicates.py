@@ -8,15 +8,15 @@ import pytest
 from builders import K61, K510, ONLINE_EARLY, PRESENT, altmap, pgmap, section, snapshot
 from test_classify_cases import MID_BASE, MID_FIRST, legacy_e820, mid_init, nvdimm_mixed
 
-from subsecinspect.classify import classify_pfn
-from subsecinspect.predicates import (
+from subsecinspect.classify.decide import classify_pfn
+from subsecinspect.classify.predicates import (
     get_dev_pagemap,
     kernel_answers,
     pfn_to_online_page,
     pfn_valid,
     pgmap_pfn_valid,
 )
-from subsecinspect.snapshot import Snapshot
+from subsecinspect.snapshot.model import Snapshot
 
 
 def _row(snap: Snapshot, pfn: int) -> dict[str, tuple[str, bool | None]]:

@@ -16,11 +16,11 @@ import pytest
 from rich.console import Console
 from test_classify_cases import MID_FIRST, memmap_a, mid_init, nvdimm_mixed
 
-from subsecinspect.classify import classify
-from subsecinspect.explain import explain
-from subsecinspect.pageclass import PageClass
+from subsecinspect.classify.classes import PageClass
+from subsecinspect.classify.decide import classify
+from subsecinspect.classify.explain import explain
 from subsecinspect.render import jsondoc, picture, tables
-from subsecinspect.snapshot import Snapshot
+from subsecinspect.snapshot.model import Snapshot
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REGEN = os.environ.get("SUBSECINSPECT_REGEN_GOLDEN") == "1"

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import SMALL_KERNEL, snapshots
 
-from subsecinspect.classify import classify
-from subsecinspect.pageclass import PageClass
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import MemoryBlock, Snapshot
+from subsecinspect.classify.classes import PageClass
+from subsecinspect.classify.decide import classify
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import MemoryBlock, Snapshot
 
 STATES = ["online", "offline", "going-online"]
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from strategies import snapshots
 from test_classify_cases import CASES
 
-from subsecinspect.classify import classify
-from subsecinspect.snapjson import snapshot_from_json, snapshot_to_dict, snapshot_to_json
-from subsecinspect.snapshot import Snapshot, SnapshotFormatError
+from subsecinspect.classify.decide import classify
+from subsecinspect.snapshot.codec import snapshot_from_json, snapshot_to_dict, snapshot_to_json
+from subsecinspect.snapshot.model import Snapshot, SnapshotFormatError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: Saved snapshots, named after the situation (style guide: a fixture is a saved snapshot).

@@ -4,7 +4,7 @@ A :class:`Snapshot` is everything the classifier needs, read once from a live
 kernel or a vmcore by :mod:`subsecinspect.kernel` and frozen into dataclasses
 that hold only ``int``, ``str``, ``bool``, enums, tuples and other snapshot
 dataclasses. No drgn object ever lives here, so a snapshot can be saved as
-JSON (``classify --save``; the codec is :mod:`subsecinspect.snapjson`), loaded
+JSON (``classify --save``; the codec is :mod:`subsecinspect.snapshot.codec`), loaded
 on a machine without drgn, and built by hand in unit tests.
 
 Kernel sources mirrored: ``include/linux/mmzone.h`` (``struct mem_section``,
@@ -237,7 +237,7 @@ class PgmapRange:
 class PageSample:
     """Raw words of one struct page that a reader looked at.
 
-    Only raw values are stored; :mod:`subsecinspect.fingerprint` decides.
+    Only raw values are stored; :mod:`subsecinspect.snapshot.pageinit` decides.
     """
 
     pfn: int

@@ -1,26 +1,19 @@
 """Lifecycle of one ``dev_pagemap`` range, as far as a snapshot shows it.
 
-``pfn_first()`` (mm/memremap.c), the ``nr_range`` bookkeeping of
+The ``nr_range`` bookkeeping of
 ``memremap_pages()`` / ``pagemap_range()`` (a range counts as complete once
 ``nr_range`` passed it) and the initialised frontier of
 ``memmap_init_zone_device()`` (kernel-semantics.md §4.3). Shared by
-:mod:`subsecinspect.classify` and :mod:`subsecinspect.explain`.
+:mod:`subsecinspect.classify.decide` and :mod:`subsecinspect.classify.explain`.
 """
 
 from __future__ import annotations
 
-from subsecinspect.fingerprint import zone_device_memmap_initialised
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import DevPagemap, PgmapRange
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import DevPagemap, PgmapRange
+from subsecinspect.snapshot.pageinit import data_first_pfn, zone_device_memmap_initialised
 
-__all__ = ("complete_and_live", "data_first_pfn", "effective_frontier", "range_lifecycle")
-
-
-def data_first_pfn(pg: DevPagemap, rng: PgmapRange) -> int:
-    """``pfn_first()``: range start, plus ``vmem_altmap_offset()`` for range 0 with an altmap."""
-    if rng.index == 0 and pg.altmap.valid:
-        return rng.start_pfn + pg.altmap.reserve + pg.altmap.free
-    return rng.start_pfn
+__all__ = ("complete_and_live", "effective_frontier", "range_lifecycle")
 
 
 def effective_frontier(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange) -> int | None:

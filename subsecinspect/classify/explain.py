@@ -1,6 +1,6 @@
 """Explain: the chain of evidence behind one PFN's class.
 
-Walks the same structures as :func:`subsecinspect.classify.classify` for one
+Walks the same structures as :func:`subsecinspect.classify.decide.classify` for one
 PFN and records each step: the ``mem_section`` and its flags, the subsection
 bit, the memory block, the ``dev_pagemap`` and range, the altmap arithmetic,
 the struct page fingerprint when a sample exists, the verdict, and what the
@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from subsecinspect.classify import classify, classify_pfn
-from subsecinspect.fingerprint import (
+from subsecinspect.classify.classes import Classification, ClassRange, EvidenceValue
+from subsecinspect.classify.decide import classify, classify_pfn
+from subsecinspect.classify.lifecycle import complete_and_live, data_first_pfn, effective_frontier
+from subsecinspect.classify.predicates import PredicateAnswer, kernel_answers
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import DevPagemap, PgmapRange, Snapshot
+from subsecinspect.snapshot.pageinit import (
     altmap_free_fingerprint,
     page_address,
     zone_device_memmap_initialised,
 )
-from subsecinspect.pageclass import Classification, ClassRange, EvidenceValue
-from subsecinspect.predicates import PredicateAnswer, kernel_answers
-from subsecinspect.rangestate import complete_and_live, data_first_pfn, effective_frontier
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import DevPagemap, PgmapRange, Snapshot
 
 __all__ = ("ExplainStep", "Explanation", "explain")
 

@@ -1,10 +1,10 @@
-"""The saved-snapshot format: a :class:`~subsecinspect.snapshot.Snapshot` as JSON and back.
+"""The saved-snapshot format: a :class:`~subsecinspect.snapshot.model.Snapshot` as JSON and back.
 
 The encoder turns the frozen dataclasses into JSON data (integers stay integers, enums
 become their values). The decoder checks every type against the dataclass annotations
-and the values with :func:`subsecinspect.snapcheck.check_snapshot`; whatever is wrong
+and the values with :func:`subsecinspect.snapshot.checks.check_snapshot`; whatever is wrong
 with a file (not UTF-8, not JSON, nested too deeply, a wrong type, an impossible value)
-is one :class:`~subsecinspect.snapshot.SnapshotFormatError` line, never another exception.
+is one :class:`~subsecinspect.snapshot.model.SnapshotFormatError` line, never another exception.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import types
 import typing
 from typing import Any
 
-from subsecinspect.snapshot import (
+from subsecinspect.snapshot.model import (
     SNAPSHOT_FORMAT,
     Altmap,
     DevPagemap,
@@ -128,9 +128,9 @@ def _from_dict(cls: type, data: Any, where: str) -> Any:
 def snapshot_from_dict(data: Any) -> Snapshot:
     """Rebuild a :class:`Snapshot`; raises :class:`SnapshotFormatError` on any mismatch.
 
-    Types are checked here, values by :func:`subsecinspect.snapcheck.check_snapshot`.
+    Types are checked here, values by :func:`subsecinspect.snapshot.checks.check_snapshot`.
     """
-    from subsecinspect.snapcheck import check_snapshot
+    from subsecinspect.snapshot.checks import check_snapshot
 
     if isinstance(data, dict) and data.get("format", SNAPSHOT_FORMAT) != SNAPSHOT_FORMAT:
         raise SnapshotFormatError(

@@ -2,7 +2,7 @@
 
 ``classify`` (tables or JSON), ``explain``, ``sections``, ``pgmaps`` and
 ``trace``, with help texts and usage errors. Loading, warnings, errors, exit
-codes and atomic writes are the helpers of :mod:`subsecinspect.cli`, shared
+codes and atomic writes are the helpers of :mod:`subsecinspect.cli.common`, shared
 with the typer-free fast path of ``classify --json``.
 """
 
@@ -15,8 +15,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from subsecinspect import __version__, trace_cli
-from subsecinspect.cli import (
+from subsecinspect import __version__
+from subsecinspect.cli import trace as trace_cmd
+from subsecinspect.cli.common import (
     classify_json,
     emit_text,
     load_snapshot,
@@ -77,7 +78,7 @@ def _emit(text: str | Any, output: str | None) -> None:
 
 
 def _run(debug: bool, fn: Callable[[], None]) -> None:
-    """:func:`subsecinspect.cli.run_guarded`, ending the command with its exit code."""
+    """:func:`subsecinspect.cli.common.run_guarded`, ending the command with its exit code."""
     code = run_guarded(debug, fn)
     if code:
         raise typer.Exit(code)
@@ -110,9 +111,9 @@ def classify(
     def tables_body() -> None:
         from rich.console import Group
 
-        from subsecinspect.classify import classify as do_classify
+        from subsecinspect.classify.decide import classify as do_classify
         from subsecinspect.render import tables
-        from subsecinspect.snapjson import snapshot_to_json
+        from subsecinspect.snapshot.codec import snapshot_to_json
 
         snap = load_snapshot(target, vmlinux)
         if save:
@@ -155,7 +156,7 @@ def explain(
     """
 
     def body() -> None:
-        from subsecinspect.explain import explain as do_explain
+        from subsecinspect.classify.explain import explain as do_explain
         from subsecinspect.render import jsondoc, tables
 
         value, kind = parse_location(location)
@@ -231,5 +232,5 @@ def pgmaps(
     _snapshot_view(target, vmlinux, json_, output, debug, "pgmaps")
 
 
-# `subsecinspect trace` lives in trace_cli.py (bcc is imported only when it runs).
-app.command("trace")(trace_cli.trace)
+# `subsecinspect trace` lives in cli/trace.py (bcc is imported only when it runs).
+app.command("trace")(trace_cmd.trace)

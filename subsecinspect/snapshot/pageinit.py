@@ -5,7 +5,7 @@ module recognises what ``memmap_init_zone_device()`` →
 ``__init_zone_device_page()`` (mm/mm_init.c, mm/page_alloc.c before 5.18)
 and ``memmap_init_range()`` for the altmap ``free`` pages leave behind
 (kernel-semantics.md §2.4, §4.4). Everything here is a pure function of raw
-struct page words held in a :class:`~subsecinspect.snapshot.PageSample`; the
+struct page words held in a :class:`~subsecinspect.snapshot.model.PageSample`; the
 readers (:mod:`subsecinspect.kernel`) call it to binary-search the initialised
 frontier of a range with :func:`find_frontier`.
 """
@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from subsecinspect.snapshot import (
+from subsecinspect.snapshot.model import (
     DevPagemap,
     KernelInfo,
     MemmapStatus,
     PageSample,
+    PgmapRange,
     ZoneSpan,
 )
 
@@ -27,6 +28,7 @@ __all__ = (
     "FingerprintResult",
     "altmap_free_fingerprint",
     "compound_head_address",
+    "data_first_pfn",
     "find_frontier",
     "page_address",
     "page_node",
@@ -45,6 +47,17 @@ _MAX_COMPOUND_PAGES = 1 << 18
 def page_address(kernel: KernelInfo, pfn: int) -> int:
     """``pfn_to_page(pfn)`` under SPARSEMEM_VMEMMAP: ``vmemmap + pfn * sizeof(struct page)``."""
     return kernel.vmemmap + pfn * kernel.struct_page_size
+
+
+def data_first_pfn(pg: DevPagemap, rng: PgmapRange) -> int:
+    """``pfn_first()`` (mm/memremap.c): the first data PFN of a pgmap range.
+
+    The range start, plus ``vmem_altmap_offset()`` (reserve + free) for range 0 with an
+    altmap: the pages below it are the driver reserve and the memmap itself.
+    """
+    if rng.index == 0 and pg.altmap.valid:
+        return rng.start_pfn + pg.altmap.reserve + pg.altmap.free
+    return rng.start_pfn
 
 
 def page_pfn(kernel: KernelInfo, address: int) -> int | None:

@@ -1,6 +1,6 @@
-"""Lookup structures over a :class:`~subsecinspect.snapshot.Snapshot`.
+"""Lookup structures over a :class:`~subsecinspect.snapshot.model.Snapshot`.
 
-The classifier, :mod:`subsecinspect.predicates` and :mod:`subsecinspect.explain`
+The classifier, :mod:`subsecinspect.classify.predicates` and :mod:`subsecinspect.classify.explain`
 all need "which section / dev_pagemap range / memory block / memmap evidence
 holds this PFN". :class:`SnapshotIndex` answers that in O(log n) after one
 O(sections + pgmaps + memory blocks) pass. The pgmap interval map mirrors
@@ -15,7 +15,7 @@ import heapq
 from dataclasses import dataclass
 from itertools import pairwise
 
-from subsecinspect.snapshot import (
+from subsecinspect.snapshot.model import (
     DevPagemap,
     MemmapStatus,
     MemoryBlock,

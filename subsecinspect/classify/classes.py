@@ -3,7 +3,7 @@
 :class:`PageClass` names what is known about the struct page of a PFN
 (Hildenbrand's five cases from the "/proc/kpageflags: do not use uninitialized
 struct pages" thread, 2019, plus the extra states found in the kernel source).
-:class:`Classification` is the result of :func:`subsecinspect.classify.classify`:
+:class:`Classification` is the result of :func:`subsecinspect.classify.decide.classify`:
 sorted, maximal :class:`ClassRange` objects that cover every PFN once.
 """
 

@@ -1,20 +1,11 @@
-"""Command line entry point: ``subsecinspect classify | explain | sections | pgmaps | trace``.
+"""Helpers shared by both command paths: loading a target, writing, errors to exit codes.
 
-:func:`main` (the ``subsecinspect`` console script and ``python -m subsecinspect``)
-first tries the fast path: the non-interactive ``classify [TARGET] [-s VMLINUX]
---json [--save FILE] [-o FILE] [--debug]`` is parsed here and run without
-importing typer, rich or pydantic, whose start-up costs more than reading and
-classifying a dump (issue 4). Every other command line goes to the typer app in
-:mod:`subsecinspect.cli_app` (``cli.app`` loads it on first use), which runs
-the same helpers below; so both paths print the same document, the same
-warnings and the same one-line errors with the same exit codes.
-
-No drgn at module level: a saved snapshot (``classify SNAPSHOT.json``) is
-classified on machines without drgn, and the kernel readers are reached only
-through :mod:`subsecinspect.target` and :func:`subsecinspect.kernel.read_snapshot`.
-Only data goes to stdout; warnings and errors go to stderr. Errors are one line,
-``subsecinspect: error: ...``, with the exit code of their
-:mod:`subsecinspect.errors` class; tracebacks only with ``--debug``.
+The fast ``classify --json`` path (:mod:`subsecinspect.cli.main`) and the typer app
+(:mod:`subsecinspect.cli.app`) both run these, so they print the same document, the
+same warnings and the same one-line errors with the same exit codes. No typer, rich or
+drgn at module level: a saved snapshot is classified on machines without drgn, and the
+kernel readers are reached only through :mod:`subsecinspect.target` and
+:func:`subsecinspect.kernel.read.read_snapshot`.
 """
 
 from __future__ import annotations
@@ -22,22 +13,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from subsecinspect.errors import OptionError, SubsecinspectError, TargetError
 
 if TYPE_CHECKING:
-    from subsecinspect.snapshot import Snapshot
+    from subsecinspect.snapshot.model import Snapshot
 
 __all__ = (
+    "Terminated",
     "classify_json",
-    "fast_classify_args",
+    "emit_text",
     "load_snapshot",
-    "main",
     "parse_location",
     "run_guarded",
     "say",
@@ -133,8 +123,8 @@ def load_snapshot(
             raise OptionError("-s/--vmlinux does not apply to a saved snapshot")
         import dataclasses
 
-        from subsecinspect.snapjson import snapshot_from_json
-        from subsecinspect.snapshot import SnapshotFormatError
+        from subsecinspect.snapshot.codec import snapshot_from_json
+        from subsecinspect.snapshot.model import SnapshotFormatError
 
         try:
             with open(target, "rb") as f:  # the decoder reports bad UTF-8 (exit 3)
@@ -158,12 +148,12 @@ def load_snapshot(
                 f"cannot read a kernel without drgn ({e}); install drgn==0.3.0, or classify a "
                 "snapshot saved with --save"
             ) from None
-        loader = _preload(("subsecinspect.kernel", *preload))
+        loader = _preload(("subsecinspect.kernel.read", *preload))
         try:
             prog, info = open_target(target, vmlinux)
         finally:
             loader.join()
-        from subsecinspect.kernel import read_snapshot
+        from subsecinspect.kernel.read import read_snapshot
 
         snap = read_snapshot(prog, info)
     if warn:
@@ -210,7 +200,7 @@ def run_guarded(debug: bool, fn: Callable[[], None]) -> int:
 
 
 #: What :func:`classify_json` imports after the snapshot is read.
-_CLASSIFY_JSON_MODULES = ("subsecinspect.classify", "subsecinspect.render.jsondoc")
+_CLASSIFY_JSON_MODULES = ("subsecinspect.classify.decide", "subsecinspect.render.jsondoc")
 
 
 def classify_json(
@@ -218,98 +208,13 @@ def classify_json(
 ) -> None:
     """``classify --json``: read (or load) the snapshot, save it if asked, print the document."""
     from subsecinspect import __version__
-    from subsecinspect.classify import classify
+    from subsecinspect.classify.decide import classify
     from subsecinspect.render import jsondoc
 
     snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES)
     if save:
-        from subsecinspect.snapjson import snapshot_to_json
+        from subsecinspect.snapshot.codec import snapshot_to_json
 
         write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
     doc = jsondoc.classification_document(snap, classify(snap), tool_version=__version__)
     emit_text(jsondoc.dumps(doc), output)
-
-
-_VALUED = {"-s": "vmlinux", "--vmlinux": "vmlinux", "-o": "output", "--output": "output",
-           "--save": "save"}
-_FLAGS = {"--json": "json", "--debug": "debug"}
-
-
-def fast_classify_args(argv: Sequence[str]) -> dict[str, Any] | None:
-    """The options of ``classify ... --json`` if the fast path handles *argv*, else None.
-
-    Accepted: ``classify``, at most one TARGET, ``-s/--vmlinux V``, ``--save F``,
-    ``-o/--output F`` (also ``--long=V``), ``--debug`` and ``--json``, each at most
-    once, values non-empty and not starting with ``-``. Anything else (tables,
-    ``--help``, ``--``, repeats, unknown or malformed options, usage errors) is
-    left to the typer app, which owns the usage messages.
-    """
-    if not argv or argv[0] != "classify":
-        return None
-    opts: dict[str, Any] = {}
-    target: str | None = None
-    rest = list(argv[1:])
-    while rest:
-        tok = rest.pop(0)
-        name, value = tok, None
-        if tok.startswith("--") and "=" in tok:
-            name, value = tok.split("=", 1)
-            if name not in _VALUED:
-                return None
-        if name in _FLAGS:
-            key = _FLAGS[name]
-        elif name in _VALUED:
-            key = _VALUED[name]
-            if value is None:
-                if not rest:
-                    return None
-                value = rest.pop(0)
-            if not value or value.startswith("-"):
-                return None
-        elif tok and not tok.startswith("-") and target is None:
-            target = tok
-            continue
-        else:
-            return None
-        if key in opts:
-            return None
-        opts[key] = True if name in _FLAGS else value
-    if not opts.get("json"):
-        return None
-    return {
-        "target": target,
-        "vmlinux": opts.get("vmlinux"),
-        "save": opts.get("save"),
-        "output": opts.get("output"),
-        "debug": bool(opts.get("debug")),
-    }
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point (``subsecinspect`` and ``python -m subsecinspect``)."""
-    with contextlib.suppress(ValueError):  # not in the main thread
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    args = list(sys.argv[1:] if argv is None else argv)
-    fast = fast_classify_args(args)
-    if fast is not None:
-        debug = fast.pop("debug")
-        sys.exit(run_guarded(debug, lambda: classify_json(**fast)))
-    from subsecinspect.cli_app import app
-
-    if argv is None:
-        app()  # click reads sys.argv and names the program itself
-    else:
-        app(args=args)
-
-
-def __getattr__(name: str) -> Any:
-    """``cli.app``: the typer app, imported on first use."""
-    if name == "app":
-        from subsecinspect.cli_app import app
-
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Where a classification can change: runs of alike sections and the snapshot's cut points.
 
-:func:`subsecinspect.classify.classify` decides one PFN per piece. A piece may
+:func:`subsecinspect.classify.decide.classify` decides one PFN per piece. A piece may
 span many sections when they look alike to the decision (the same
 ``section_mem_map`` flags as ``valid_section()`` / ``online_section()`` /
 ``early_section()`` read them, the same ``subsection_map`` as
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from subsecinspect.rangestate import effective_frontier
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import MemoryBlock, Section
+from subsecinspect.classify.lifecycle import effective_frontier
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import MemoryBlock, Section
 
 __all__ = ("RunKey", "global_cuts", "run_key", "section_runs", "subsection_cuts")
 

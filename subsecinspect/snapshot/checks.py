@@ -1,6 +1,6 @@
 """Domain checks of a decoded snapshot: every value could come from a kernel.
 
-:func:`snapshot_from_dict <subsecinspect.snapjson.snapshot_from_dict>` checks the *types* of
+:func:`snapshot_from_dict <subsecinspect.snapshot.codec.snapshot_from_dict>` checks the *types* of
 a saved snapshot; this module checks the *values* before the classifier sees them, so that a
 hand-edited or damaged file is refused with one :class:`SnapshotFormatError` line instead of
 sending the classifier into a negative shift or a 2**100-PFN section.
@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from subsecinspect.snapshot import KernelInfo, Snapshot
+    from subsecinspect.snapshot.model import KernelInfo, Snapshot
 
 __all__ = ("check_snapshot",)
 
@@ -40,7 +40,7 @@ _SUBSECTION_SHIFT = 21
 
 
 def _error(msg: str) -> Exception:
-    from subsecinspect.snapshot import SnapshotFormatError
+    from subsecinspect.snapshot.model import SnapshotFormatError
 
     return SnapshotFormatError(msg)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from subsecinspect.pageclass import PageClass
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import DevPagemap, Snapshot
+from subsecinspect.classify.classes import PageClass
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import DevPagemap, Snapshot
 
 __all__ = (
     "PredicateAnswer",

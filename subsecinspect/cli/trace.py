@@ -4,7 +4,7 @@ Seeds the unsafe PFN windows from a classification of the live kernel (unless
 ``--no-seed``), loads ``bpf/subsec_trace.bpf.c``, and shows the hotplug timeline and the
 alarms (a walker handed a PFN whose struct page is not initialised) until ``-d`` seconds
 have passed, Ctrl-C or SIGTERM; then detaches every probe and prints a summary.
-Registered in :mod:`subsecinspect.cli` as the ``trace`` command. Imports neither bcc nor
+Registered in :mod:`subsecinspect.cli.app` as the ``trace`` command. Imports neither bcc nor
 drgn at module level.
 """
 
@@ -50,8 +50,8 @@ def seed_from_live(vmlinux: str | None) -> tuple[list[Any], set[int], int, str]:
 
     :return: ``(windows, c1_sections, section_shift, release)``
     """
-    from subsecinspect.classify import classify
-    from subsecinspect.kernel import read_snapshot
+    from subsecinspect.classify.decide import classify
+    from subsecinspect.kernel.read import read_snapshot
     from subsecinspect.probes.windows import seed
     from subsecinspect.target import open_target
 

@@ -1,6 +1,6 @@
 """Classify: every PFN of a snapshot into a :class:`PageClass`, with evidence.
 
-A pure function of a :class:`~subsecinspect.snapshot.Snapshot`
+A pure function of a :class:`~subsecinspect.snapshot.model.Snapshot`
 (kernel-semantics.md §4.2-4.4). It mirrors what the kernel itself checks in
 ``pfn_valid()`` / ``pfn_section_valid()`` (include/linux/mmzone.h),
 ``get_dev_pagemap()`` and ``pfn_first()`` (mm/memremap.c), and adds what the
@@ -49,7 +49,7 @@ Decisions, in order, for one PFN:
    initialised frontier, C4 from it on.
 5. MEMMAP_UNREADABLE / MEMMAP_NOT_CAPTURED replace exactly the classes of step
    4 that depend on struct page contents (C2, C4-by-frontier, C5b; see
-   :data:`~subsecinspect.pageclass.MEMMAP_DEPENDENT`) when the reader marked that
+   :data:`~subsecinspect.classify.classes.MEMMAP_DEPENDENT`) when the reader marked that
    PFN's struct page unreadable / not captured; the evidence key
    ``lifecycle_class`` says what ``nr_range`` alone implies (C2 or C5b for a
    complete range, C4 for the range in progress, "unknown" before v5.10).
@@ -79,8 +79,7 @@ import bisect
 from collections.abc import Callable
 from itertools import pairwise
 
-from subsecinspect.classruns import global_cuts, section_runs, subsection_cuts
-from subsecinspect.pageclass import (
+from subsecinspect.classify.classes import (
     Classification,
     ClassRange,
     Confidence,
@@ -88,25 +87,16 @@ from subsecinspect.pageclass import (
     PageClass,
     evidence_items,
 )
-from subsecinspect.rangestate import (
+from subsecinspect.classify.lifecycle import (
     complete_and_live,
-    data_first_pfn,
     effective_frontier,
     range_lifecycle,
 )
-from subsecinspect.snapindex import SnapshotIndex
-from subsecinspect.snapshot import DevPagemap, MemmapStatus, PgmapRange, Section, Snapshot
+from subsecinspect.classify.runs import global_cuts, section_runs, subsection_cuts
+from subsecinspect.snapshot.index import SnapshotIndex
+from subsecinspect.snapshot.model import DevPagemap, MemmapStatus, PgmapRange, Section, Snapshot
 
-__all__ = (
-    "ClassRange",
-    "Classification",
-    "Confidence",
-    "PageClass",
-    "classify",
-    "classify_pfn",
-    "data_first_pfn",
-    "effective_frontier",
-)
+__all__ = ("classify", "classify_pfn")
 
 _Decision = tuple[PageClass, tuple[tuple[str, EvidenceValue], ...], Confidence | None]
 
@@ -334,9 +324,9 @@ def classify(snapshot: Snapshot) -> Classification:
     """Sorted, maximal ranges covering ``[0, end of the highest present section)``.
 
     Sections that are absent from the snapshot are HOLE. Consecutive sections that
-    look alike to :func:`_decide` (:func:`~subsecinspect.classruns.run_key`) form one
+    look alike to :func:`_decide` (:func:`~subsecinspect.classify.runs.run_key`) form one
     run, cut only at the snapshot-wide pgmap boundaries
-    (:func:`~subsecinspect.classruns.global_cuts`); each piece is decided once and equal
+    (:func:`~subsecinspect.classify.runs.global_cuts`); each piece is decided once and equal
     neighbours are merged, so the result is the same as deciding every PFN.
     O(sections + pgmaps + memory blocks + readability spans) cheap steps, plus
     subsection-granular work in partially populated sections.
