@@ -22,7 +22,7 @@ Each measurement runs in its own subprocess; wall time and peak RSS come from ``
 >= 50 and RSS(e) <= 1.5 RSS(a), and a semantics check of e's classification: every
 namespace's data range is C2 (live: from ``ndctl list -N`` + /proc/iomem; dump: the declared
 layout of --scenario), and with --facts (the freeze.json of ``python -m
-subsecinspect.lab.scale dump``) the C4 frontier is exactly ``page_to_pfn`` of the page gdb
+lab.scale dump``) the C4 frontier is exactly ``page_to_pfn`` of the page gdb
 stopped at.
 
     python3 scripts/bench_classify.py DUMP -s VMLINUX --scenario scale-dump --facts F.json
@@ -257,7 +257,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of (a), (b), (e), (f); min is kept")
     ap.add_argument("--crash", default="/usr/bin/crash")
     ap.add_argument("--scenario", help="scale scenario whose last layout the dump shows")
-    ap.add_argument("--facts", help="freeze.json of python -m subsecinspect.lab.scale dump")
+    ap.add_argument("--facts", help="freeze.json of python -m lab.scale dump")
     stages = ("load", "load-noplugins", "range", "page", "api")
     ap.add_argument("--stage", choices=stages, help=argparse.SUPPRESS)
     ap.add_argument("--ranges", help=argparse.SUPPRESS)

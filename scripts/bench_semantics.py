@@ -2,7 +2,7 @@
 
 Every namespace's data range must be C2 (live: from ``ndctl list -N`` + /proc/iomem;
 dump: the declared layout of ``--scenario``); with ``--facts`` (the freeze.json of
-``python -m subsecinspect.lab.scale dump``) the C4 frontier must be exactly
+``python -m lab.scale dump``) the C4 frontier must be exactly
 ``page_to_pfn()`` of the page gdb stopped at.
 """
 
@@ -28,7 +28,7 @@ def device_ranges(doc: dict[str, Any]) -> list[list[int]]:
 
 
 def _live_layout() -> tuple[list[Any], list[Any]]:
-    from subsecinspect.lab.scenarios import Namespace, parse_iomem
+    from lab.scenarios import Namespace, parse_iomem
 
     text = subprocess.run(["ndctl", "list", "-N"], capture_output=True, text=True).stdout
     items = json.loads(text) if text.strip() else []
@@ -74,7 +74,7 @@ def semantics(args: argparse.Namespace, doc: dict[str, Any]) -> dict[str, Any]:
     problems: list[str] = []
     facts = json.loads(Path(args.facts).read_text()) if args.facts else None
     if args.target:
-        from subsecinspect.lab.scale import SCALE_SCENARIOS
+        from lab.scale import SCALE_SCENARIOS
 
         lay = SCALE_SCENARIOS[args.scenario].stages[-1].layout if args.scenario else None
         nss, iomem = (list(lay.namespaces), list(lay.iomem)) if lay else ([], [])

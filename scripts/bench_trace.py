@@ -172,7 +172,7 @@ def guest(a: argparse.Namespace) -> int:
 
 def host(a: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from subsecinspect.lab.vm import LabVM, Nvdimm
+    from lab.vm import LabVM, Nvdimm
 
     flags = f" --pairs {a.pairs} --rounds {a.rounds} --settle {a.settle} --icount {a.icount}"
     flags += " --hot-walkers" * a.hot_walkers + " --kprobes-only" * a.kprobes_only

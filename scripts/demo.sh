@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
-exec .venv/bin/python -m subsecinspect.lab.demo "$@"
+exec .venv/bin/python -m lab.demo "$@"

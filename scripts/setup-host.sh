@@ -48,5 +48,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -c 'import subsecinspect, drgn, rich, typer, pytest, hypothesis'
   echo "$want" > "$stamp"
 fi
-.venv/bin/python -c 'import drgn, rich, typer' 
+# The lab is no part of the package (it only works from a checkout): this venv finds it as
+# the top-level package ``lab`` in vm-images/ (``python -m lab.images``, ``import lab.vm``).
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$PWD/vm-images" > "$site/subsecinspect-lab.pth"
+.venv/bin/python -c 'import drgn, rich, typer, lab.vm' 
 echo "setup-host: ok ($(.venv/bin/python -c 'import drgn; print("drgn", drgn.__version__)'))" >&2

@@ -7,10 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 bash scripts/setup-host.sh
-.venv/bin/ruff check subsecinspect tests scripts
+.venv/bin/ruff check subsecinspect tests scripts vm-images/lab
 build_args=()
 for k in ${LAB_KERNELS:-}; do build_args+=(--kernel "$k"); done
-.venv/bin/python -m subsecinspect.lab.images build "${build_args[@]}"
+.venv/bin/python -m lab.images build "${build_args[@]}"
 echo "test: lab ready after $(( $(date +%s) - start )) s" >&2
 .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
 echo "test: finished after $(( $(date +%s) - start )) s" >&2

@@ -7,7 +7,8 @@ past the ranges, range indices out of order, a frontier outside its range, reada
 unsorted or overlapping, evidence for pgmaps that do not exist, duplicated sections, subsection
 bits past the section, memory blocks that overlap or are empty.
 
-Contract (subsecinspect/classify/decide.py docstring): sorted, maximal ranges covering ``[0, end)`` exactly once,
+Contract (the docstring of subsecinspect/classify/decide.py): sorted, maximal ranges covering
+``[0, end)`` exactly once,
 ``end`` the end of the highest present section, every range a valid class; ``classify_pfn``
 agrees with the ranges; the brute-force oracle agrees on every PFN. No input makes it raise.
 """

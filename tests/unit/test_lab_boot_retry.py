@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect.lab import vm as vmmod
-from subsecinspect.lab.channel import LabBootError
+from lab import vm as vmmod
+from lab.channel import LabBootError
 
 OOPS = "[    1.909705] Oops: int3: 0000 [#1] SMP NOPTI\n[    1.915012] Kernel panic - not syncing\n"
 HANG = "[    1.0] Key type psk registered\n"

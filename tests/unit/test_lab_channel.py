@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect.lab.channel import Channel, LabBootError, LabTimeout
+from lab.channel import Channel, LabBootError, LabTimeout
 
 
 def _frame(n: int, out: bytes, err: bytes, rc: int) -> bytes:

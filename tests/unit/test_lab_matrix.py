@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect.lab import images
-from subsecinspect.lab.matrix import KERNELS_TOML, Kernel, MatrixError, load_matrix, parse_matrix
+from lab import images
+from lab.matrix import KERNELS_TOML, Kernel, MatrixError, load_matrix, parse_matrix
 
 
 def test_matrix_has_the_four_kernels() -> None:

@@ -1,4 +1,4 @@
-"""The race checker (subsecinspect/lab/racecheck.py) and the churn's iomem parsing.
+"""The race checker (vm-images/lab/racecheck.py) and the churn's iomem parsing.
 
 Real ``classify --json`` documents of hand-made snapshots must pass :func:`doc_problems`;
 each kind of damage must be caught. :func:`plausibility_problems` is run on synthetic churn
@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from test_classify_cases import MID_FIRST, kmem, memmap_a, mid_init, nvdimm_mixed, teardown
 
-from subsecinspect.classify.decide import classify
-from subsecinspect.lab.churn import namespace_extent
-from subsecinspect.lab.racecheck import (
+from lab.churn import namespace_extent
+from lab.racecheck import (
     doc_problems,
     in_flux_spans,
     lives,
     plausibility_problems,
 )
+from subsecinspect.classify.decide import classify
 from subsecinspect.render import jsondoc
 from subsecinspect.snapshot.model import Snapshot
 

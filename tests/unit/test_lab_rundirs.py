@@ -1,4 +1,4 @@
-"""subsecinspect.lab.rundirs: a run directory name is held by one VM at a time; old ones go."""
+"""lab.rundirs: a run directory name is held by one VM at a time; old ones go."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from subsecinspect.lab.rundirs import claim, prune, release
+from lab.rundirs import claim, prune, release
 
 
 def test_a_held_name_gives_the_second_claimant_its_own_directory(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect.lab import freeze, groundtruth, kdump
-from subsecinspect.lab.scenarios import (
+from lab import freeze, groundtruth, kdump
+from lab.scenarios import (
     KMEM,
     NVDIMM_MIXED,
     SCENARIOS,
@@ -128,7 +128,7 @@ def test_pick_symbol_prefers_the_first_candidate() -> None:
 
 
 def test_icount_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from subsecinspect.lab.vm import LabVM
+    from lab.vm import LabVM
 
     monkeypatch.setenv("SUBSECINSPECT_LAB_CACHE", str(tmp_path))
     plain = LabVM("6.1").command_line()

@@ -1,4 +1,4 @@
-"""subsecinspect.lab.qmp.sparse_sink: what a writer puts in the FIFO lands in a sparse file
+"""lab.qmp.sparse_sink: what a writer puts in the FIFO lands in a sparse file
 byte for byte; a writer that never comes leaves nothing behind and does not hang. No QEMU."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect.lab.qmp import sparse_sink
+from lab.qmp import sparse_sink
 
 MiB = 1 << 20
 

@@ -2,7 +2,7 @@
 
 Imported by the test modules of tests/vm as ``classdoc`` (pytest puts this directory on
 sys.path, as tests/unit does for ``builders``). Ground truth about namespaces comes from the
-guest's own reports (:class:`~subsecinspect.lab.layout.Observed`).
+guest's own reports (:class:`~lab.layout.Observed`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from subsecinspect.lab.racecheck import class_spans as classes
-from subsecinspect.lab.scenarios import Observed
+from lab.racecheck import class_spans as classes
+from lab.scenarios import Observed
 
 __all__ = (
     "DEGRADED",

@@ -5,7 +5,7 @@
 * :func:`require_lab`: qemu-system-x86_64 and the kernel's lab cache must be there. In CI
   (``CI=true``) a missing prerequisite FAILS the test; elsewhere it is skipped with the command
   that builds the cache.
-* :func:`scenario_vm`: boots one :class:`~subsecinspect.lab.vm.LabVM` configured for a scenario
+* :func:`scenario_vm`: boots one :class:`~lab.vm.LabVM` configured for a scenario
   on a kernel (one VM per test module and kernel), and always stops it.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from subsecinspect.lab import images
-from subsecinspect.lab.matrix import load_matrix
-from subsecinspect.lab.scenarios import Scenario, labvm
+from lab import images
+from lab.matrix import load_matrix
+from lab.scenarios import Scenario, labvm
 
 __all__ = ("in_ci", "lab_kernels", "require_lab", "scenario_vm")
 
@@ -60,7 +60,7 @@ def require_lab(kernel_id: str, tools: tuple[str, ...] = ()) -> None:
         return
     msg = (
         "; ".join(problems)
-        + f" -- build it with: python -m subsecinspect.lab.images build --kernel {kernel_id}"
+        + f" -- build it with: python -m lab.images build --kernel {kernel_id}"
         + " (host tools: bash scripts/setup-host.sh)"
     )
     if in_ci():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from subsecinspect.lab import images
-from subsecinspect.lab.matrix import load_matrix
-from subsecinspect.lab.vm import LabVM, Nvdimm
+from lab import images
+from lab.matrix import load_matrix
+from lab.vm import LabVM, Nvdimm
 
 pytestmark = pytest.mark.lab
 

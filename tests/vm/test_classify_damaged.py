@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 from classdoc import degraded_summary
 
-from subsecinspect.lab import images
-from subsecinspect.lab.scenarios import SCENARIOS, apply, labvm
+from lab import images
+from lab.scenarios import SCENARIOS, apply, labvm
 
 pytestmark = pytest.mark.lab
 

@@ -1,7 +1,7 @@
 """Lab tests: a guest frozen mid-initialisation and mid-teardown, its dumps read and classified.
 
 One freeze run per kernel (scenarios ``mid-init`` and ``mid-teardown`` of
-subsecinspect/lab/scenarios.py in ONE gdbstub guest): subsecinspect.lab.freeze holds the guest
+vm-images/lab/scenarios.py in ONE gdbstub guest): lab.freeze holds the guest
 while one 192M fsdax ``--map=dev`` namespace is created (two QMP ELF dumps) and then destroyed
 (one dump). The guest's layout is observed after creation and after destruction; each dump is
 read with drgn on the host, classified with ``subsecinspect classify`` and deleted right away.
@@ -46,8 +46,8 @@ from drgn import Object
 from drgn.helpers.linux.mm import page_to_pfn, pfn_to_page
 from drgn.helpers.linux.xarray import xa_load
 
-from subsecinspect.lab import freeze, images
-from subsecinspect.lab.scenarios import (
+from lab import freeze, images
+from lab.scenarios import (
     FREEZE_CREATE,
     FREEZE_DESTROY,
     MID_INIT,

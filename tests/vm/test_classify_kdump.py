@@ -35,9 +35,9 @@ import pytest
 from classdoc import degraded_summary, range_at
 from dumpopen import drgn_release
 
-from subsecinspect.lab import images, kdump
-from subsecinspect.lab.layout import GiB
-from subsecinspect.lab.scenarios import NVDIMM_MIXED, apply_stage
+from lab import images, kdump
+from lab.layout import GiB
+from lab.scenarios import NVDIMM_MIXED, apply_stage
 
 pytestmark = pytest.mark.lab
 

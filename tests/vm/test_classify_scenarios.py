@@ -38,10 +38,10 @@ from typing import Any
 import pytest
 from classdoc import INFO_BLOCK_PAGES, PAGE, PAGES_PER_SECTION, namespaces, range_at
 
-from subsecinspect.lab import groundtruth, images
-from subsecinspect.lab.groundtruth import GroundTruth
-from subsecinspect.lab.kdump import dump_elf
-from subsecinspect.lab.scenarios import (
+from lab import groundtruth, images
+from lab.groundtruth import GroundTruth
+from lab.kdump import dump_elf
+from lab.scenarios import (
     SCENARIOS,
     Observed,
     Scenario,

@@ -40,8 +40,8 @@ from classdoc import (
     range_at,
 )
 
-from subsecinspect.lab import images
-from subsecinspect.lab.scenarios import SCENARIOS, Observed, apply, check_layout, labvm
+from lab import images
+from lab.scenarios import SCENARIOS, Observed, apply, check_layout, labvm
 
 pytestmark = pytest.mark.lab
 

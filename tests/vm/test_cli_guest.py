@@ -4,7 +4,7 @@ On the nvdimm-mixed layout: ``classify --save`` in the guest, then on the host `
 for PFNs at the edges and middle of every classified range of that saved snapshot. What
 explain reports for the kernel's predicates (``pfn_valid``, ``pfn_to_online_page``,
 ``get_dev_pagemap``) must equal what the running kernel itself answers, asked through the
-ground-truth module tests/kmod/subsec_gt (subsecinspect.lab.groundtruth).
+ground-truth module tests/kmod/subsec_gt (lab.groundtruth).
 
 Marker ``lab``.
 """
@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from subsecinspect.lab import groundtruth, images
-from subsecinspect.lab.groundtruth import GroundTruth
-from subsecinspect.lab.scenarios import SCENARIOS, apply, labvm
+from lab import groundtruth, images
+from lab.groundtruth import GroundTruth
+from lab.scenarios import SCENARIOS, apply, labvm
 
 pytestmark = pytest.mark.lab
 

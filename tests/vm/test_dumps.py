@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from dumpopen import drgn_release
 
-from subsecinspect.lab import images, kdump
-from subsecinspect.lab.scenarios import NVDIMM_MIXED, apply
+from lab import images, kdump
+from lab.scenarios import NVDIMM_MIXED, apply
 
 pytestmark = pytest.mark.lab
 

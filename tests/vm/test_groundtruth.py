@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from subsecinspect.lab import freeze, groundtruth, images
-from subsecinspect.lab.groundtruth import GroundTruth
-from subsecinspect.lab.scenarios import (
+from lab import freeze, groundtruth, images
+from lab.groundtruth import GroundTruth
+from lab.scenarios import (
     KMEM,
     NVDIMM_MIXED,
     IomemEntry,

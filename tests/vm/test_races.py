@@ -2,7 +2,7 @@
 
 One boot per kernel (1 GiB RAM, a labelled 1 GiB NVDIMM; the kmem scenario's kernel
 arguments, so hot-added blocks stay offline until the churn onlines them). In the guest
-(subsecinspect/lab/churn.py):
+(vm-images/lab/churn.py):
 
 1. *deterministic races* (first, on a fresh layout): the reader is held between its first
    read and the live guard's re-read (``churn inject``) while a namespace is created (above
@@ -18,7 +18,7 @@ arguments, so hot-added blocks stay offline until the churn onlines them). In th
    recorded, not asserted: a classify run is ~10 s under TCG and the window between its
    read and re-read ~0.1-0.5 s, so only some runs see a change (0-3 of 5 per kernel).
 
-Checked for every run (subsecinspect/lab/racecheck.py): exit 0, or a documented one-line
+Checked for every run (vm-images/lab/racecheck.py): exit 0, or a documented one-line
 error; no traceback; the document is internally consistent; what is not IN_FLUX is
 plausible against the churn log of that moment; IN_FLUX only where the churn worked. The
 guest's dmesg gets no WARN/BUG/Oops/bad page/KASAN line during all this.
@@ -38,10 +38,10 @@ from typing import Any
 import pytest
 from classdoc import PAGE, PAGES_PER_SECTION
 
-from subsecinspect.lab import images
-from subsecinspect.lab.churn import PERMANENT
-from subsecinspect.lab.layout import GuestStep, Scenario
-from subsecinspect.lab.racecheck import (
+from lab import images
+from lab.churn import PERMANENT
+from lab.layout import GuestStep, Scenario
+from lab.racecheck import (
     Life,
     Touch,
     class_spans,
@@ -50,7 +50,7 @@ from subsecinspect.lab.racecheck import (
     lives,
     plausibility_problems,
 )
-from subsecinspect.lab.scenarios import KMEM, Nvdimm, observe
+from lab.scenarios import KMEM, Nvdimm, observe
 
 pytestmark = pytest.mark.lab
 
@@ -75,7 +75,7 @@ _WARN = re.compile(r"WARNING:|BUG:|Oops|bad page|BUG kmalloc|KASAN|general prote
 _ERROR_LINE = re.compile(r"subsecinspect: error: \S.*")
 #: Exit codes of README "Exit codes" that a live run may give under races (not 1: a bug).
 _RACE_EXIT_CODES = {0, 3, 6}
-_CHURN = "python3 -m subsecinspect.lab.churn"
+_CHURN = "python3 -m lab.churn"
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from subsecinspect.kernel.memmap import SAMPLE_STRIDE
-from subsecinspect.lab.scale import QEMU_ARGS, SCALE_CI, TiB, device_base
-from subsecinspect.lab.scenarios import (
+from lab.scale import QEMU_ARGS, SCALE_CI, TiB, device_base
+from lab.scenarios import (
     Observed,
     apply_stage,
     check_layout,
     data_offset,
 )
+from subsecinspect.kernel.memmap import SAMPLE_STRIDE
 
 pytestmark = pytest.mark.lab
 BASE = device_base(TiB)  # 1 TiB: QEMU skips the AMD HyperTransport hole

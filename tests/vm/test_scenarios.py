@@ -2,7 +2,7 @@
 
 The layout is read inside the guest (``ndctl list -N``, ``/proc/iomem``,
 ``/sys/devices/system/memory``) after each stage and compared with the declaration in
-subsecinspect/lab/scenarios.py. The gdbstub scenarios (mid-init, mid-teardown) are checked in
+vm-images/lab/scenarios.py. The gdbstub scenarios (mid-init, mid-teardown) are checked in
 tests/vm/test_classify_frozen.py, on the same freeze run whose dumps it classifies (their
 layouts before and after, and the kernel structures in the frozen dumps read with drgn).
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from subsecinspect.lab import images
-from subsecinspect.lab.scenarios import SCENARIOS, Observed, Scenario, apply, check_layout
+from lab import images
+from lab.scenarios import SCENARIOS, Observed, Scenario, apply, check_layout
 
 pytestmark = pytest.mark.lab
 

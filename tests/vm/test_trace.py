@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from bpfstate import guest_state
 
-from subsecinspect.lab import groundtruth
-from subsecinspect.lab.images import built_kernel, cache_dir
-from subsecinspect.lab.scenarios import KMEM, apply_stage, check_layout, parse_iomem
+from lab import groundtruth
+from lab.images import built_kernel, cache_dir
+from lab.scenarios import KMEM, apply_stage, check_layout, parse_iomem
 
 pytestmark = pytest.mark.lab
 

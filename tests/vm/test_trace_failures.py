@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from bpfstate import BpfState, guest_state
 
-from subsecinspect.lab.scenarios import KMEM
+from lab.scenarios import KMEM
 
 pytestmark = pytest.mark.lab
 

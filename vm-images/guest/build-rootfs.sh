@@ -2,7 +2,7 @@
 # Build the lab's shared guest root image (ext4, no loop mounts).
 # Usage: build-rootfs.sh WORKDIR OUT_IMG WHEEL_DIR "PKG,PKG,..." "REQ REQ ..." [MIRROR]
 # $PYTHON: a host CPython with pip (default python3); it only unpacks the cp311 wheels.
-# Called by `python -m subsecinspect.lab.images build`; its hash is part of the cache key.
+# Called by `python -m lab.images build`; its hash is part of the cache key.
 set -euo pipefail
 work=$1 out=$2 wheels=$3 include=$4 reqs=$5 mirror=${6:-http://deb.debian.org/debian}
 root=$work/root

@@ -9,7 +9,7 @@
 #    batch mode  : runs the job in fw_cfg opt/lab/job, prints @@JOB-RC-<rc>@@ on ttyS1, powers off;
 #    interactive : serves commands on ttyS1 (protocol below) after printing @@READY@@.
 #
-# ttyS1 protocol (host: subsecinspect/lab/channel.py; guest: shell-server.py). Host -> guest,
+# ttyS1 protocol (host: vm-images/lab/channel.py; guest: shell-server.py). Host -> guest,
 # one line per command:
 #     <n> <base64 of a bash script>
 # Guest -> host, one frame per finished command (frames never interleave; commands run

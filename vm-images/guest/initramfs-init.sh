@@ -3,7 +3,7 @@
 # Loads the virtio modules listed in /modules.order (plain .ko: busybox insmod cannot
 # read .ko.xz), mounts the shared root image /dev/vda (opened by QEMU with snapshot=on,
 # so writes are thrown away), drops the guest init script into it and switch_roots.
-# Built into every kernel's initramfs by subsecinspect/lab/images.py.
+# Built into every kernel's initramfs by vm-images/lab/images.py.
 /bin/busybox mkdir -p /bin /sbin /proc /sys /dev /newroot
 /bin/busybox --install -s /bin
 mount -t proc proc /proc

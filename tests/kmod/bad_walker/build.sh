@@ -1,6 +1,6 @@
 #!/bin/sh
 # Build bad_walker.ko for one kernel in the build chroot that tests/kmod/build.sh prepared
-# (subsecinspect.lab.groundtruth.build(kernel) creates the chroot and unpacks the headers).
+# (lab.groundtruth.build(kernel) creates the chroot and unpacks the headers).
 #
 # usage: build.sh CHROOT KVER OUTDIR [MAKE_ARG ...]
 set -eu

@@ -1,9 +1,9 @@
 """Lab scenarios: the persistent-memory layouts of the lab, as data.
 
-Each :class:`~subsecinspect.lab.layout.Scenario` below declares its guest, its setup stages
-and the layout the guest must report after each stage; :mod:`subsecinspect.lab.layout` holds
+Each :class:`~lab.layout.Scenario` below declares its guest, its setup stages
+and the layout the guest must report after each stage; :mod:`lab.layout` holds
 the model and the code that applies and checks them (re-exported here, so
-``from subsecinspect.lab.scenarios import SCENARIOS, apply, check_layout`` works).
+``from lab.scenarios import SCENARIOS, apply, check_layout`` works).
 
 The declared addresses follow from QEMU's ``pc`` machine: RAM below 4 GiB, the device-memory
 (NVDIMM / pc-dimm) window at 0x100000000; 128 MiB sections and memory blocks.
@@ -11,7 +11,7 @@ The declared addresses follow from QEMU's ``pc`` machine: RAM below 4 GiB, the d
 
 from __future__ import annotations
 
-from subsecinspect.lab.layout import (
+from lab.layout import (
     GiB,
     GuestStep,
     IomemEntry,
@@ -295,7 +295,7 @@ KMEM = Scenario(
     kernels=_hotplug_support(),
 )
 
-# mid-init / mid-teardown: the guest is frozen by subsecinspect.lab.freeze (gdbstub, nokaslr)
+# mid-init / mid-teardown: the guest is frozen by lab.freeze (gdbstub, nokaslr)
 # while one 192M fsdax --map=dev namespace is created / destroyed; the stages here are the
 # layout before the freeze and after the guest was let go.
 _FREEZE_NS = (("F_fsdax_dev", "fsdax", "dev", 192 * MiB),)

@@ -2,7 +2,7 @@
 
 This is README command (A)::
 
-    python -m subsecinspect.lab.demo [--kernel 6.1] [--scenario nvdimm-mixed] [--keep-dump]
+    python -m lab.demo [--kernel 6.1] [--scenario nvdimm-mixed] [--keep-dump]
 
 It builds what the lab cache lacks for the kernel, boots the guest with the scenario's
 persistent memory, shows the pmem layout the guest reports (``ndctl list``, ``/proc/iomem``),
@@ -30,11 +30,11 @@ def _say(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from subsecinspect.lab import images
-    from subsecinspect.lab.kdump import dump_elf, remove_dumps
-    from subsecinspect.lab.scenarios import SCENARIOS, apply, labvm
+    from lab import images
+    from lab.kdump import dump_elf, remove_dumps
+    from lab.scenarios import SCENARIOS, apply, labvm
 
-    parser = argparse.ArgumentParser(prog="python -m subsecinspect.lab.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kernel", default="6.1", help="kernel id of vm-images/kernels.toml")
     parser.add_argument("--scenario", default="nvdimm-mixed",

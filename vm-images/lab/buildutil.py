@@ -1,6 +1,6 @@
 """Shared steps of the lab builders: cache location, timed steps, stamps, atomic renames.
 
-Used by :mod:`subsecinspect.lab.images` (kernels, initramfs) and :mod:`subsecinspect.lab.rootfs`.
+Used by :mod:`lab.images` (kernels, initramfs) and :mod:`lab.rootfs`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from subsecinspect.lab.matrix import KERNELS_TOML
+from lab.matrix import KERNELS_TOML
 
 __all__ = (
     "GUEST_DIR",

@@ -7,7 +7,7 @@ away), vdb = the kernel disk (modules, headers, vmlinux; read-only), vdc = the p
 and ``bpf/``, put on ``PYTHONPATH``), then the ``disks=`` in order (see :meth:`LabVM.disk_dev`).
 
 Serial lines: ttyS0 = kernel console -> ``run/<name>/console.log``; ttyS1 = command channel
-(protocol in subsecinspect/lab/channel.py). Every QEMU is killed and reaped by its pid in
+(protocol in vm-images/lab/channel.py). Every QEMU is killed and reaped by its pid in
 :meth:`LabVM.stop`, on ``__exit__`` and at interpreter exit.
 """
 
@@ -30,10 +30,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from subsecinspect.lab import images, qmp, rundirs
-from subsecinspect.lab.channel import Channel, LabBootError, LabError, LabTimeout, Result
-from subsecinspect.lab.disks import build_project_disk, put_via_disk
-from subsecinspect.lab.qemu import Nvdimm, QemuConfig, parse_size, qemu_command
+from lab import images, qmp, rundirs
+from lab.channel import Channel, LabBootError, LabError, LabTimeout, Result
+from lab.disks import build_project_disk, put_via_disk
+from lab.qemu import Nvdimm, QemuConfig, parse_size, qemu_command
 
 __all__ = ("LabBootError", "LabError", "LabTimeout", "LabVM", "Nvdimm", "Result", "parse_size")
 
@@ -166,7 +166,7 @@ class LabVM:
         if missing:
             raise LabError(
                 f"lab cache incomplete ({missing[0]}): run "
-                f"`python -m subsecinspect.lab.images build --kernel {self.kernel}`"
+                f"`python -m lab.images build --kernel {self.kernel}`"
             )
         if self._claim is None:
             root = self.run_dir.parent
@@ -322,7 +322,7 @@ class LabVM:
 
         Up to 32 KiB it goes over ttyS1 (the emulated UART takes only ~10 KB/s host -> guest
         under TCG); bigger files go on a small ext4 disk hot-plugged over QMP
-        (:func:`subsecinspect.lab.disks.put_via_disk`).
+        (:func:`lab.disks.put_via_disk`).
         """
         data = Path(local).read_bytes()
         q = shlex.quote(remote)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from subsecinspect.lab import qmp
+from lab import qmp
 
 __all__ = (
     "CRASHKERNEL",
@@ -88,8 +88,8 @@ def dump_qemu(vm: _VM, path: Path, fmt: str = "elf", timeout: float = 60.0) -> P
     """QMP ``dump-guest-memory`` of the whole guest into ``path`` (``fmt``: elf, kdump-zlib).
 
     QEMU writes it synchronously (the guest is paused meanwhile); an ELF dump through
-    :func:`~subsecinspect.lab.qmp.sparse_sink`, so zero pages take no disk space
-    (:func:`~subsecinspect.lab.qmp.dump_guest_memory`). ``timeout``: for the QMP call.
+    :func:`~lab.qmp.sparse_sink`, so zero pages take no disk space
+    (:func:`~lab.qmp.dump_guest_memory`). ``timeout``: for the QMP call.
     """
     path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Lab image builder: Debian kernels, initramfs and the shared guest root, in one cache.
 
-``python -m subsecinspect.lab.images build [--kernel ID ...] [--force]`` fetches the
+``python -m lab.images build [--kernel ID ...] [--force]`` fetches the
 packages of vm-images/kernels.toml with ``apt-get download`` through a PRIVATE apt
 configuration (``$CACHE/apt``; the machine's own apt setup is never touched), extracts
 vmlinuz, the modules tree, only the vmlinux of the -dbg package and the headers, and packs
@@ -14,7 +14,7 @@ Cache layout (``$SUBSECINSPECT_LAB_CACHE``, default ``~/.cache/subsecinspect-lab
     rootfs/              rootfs.img (shared by every kernel), packages.txt, stamp.json
     wheels/<key>/        the PyPI wheels installed into the root image
     busybox/             busybox (from Debian's busybox-static), stamp.json
-    run/<name>/          per-VM scratch directories (subsecinspect.lab.vm)
+    run/<name>/          per-VM scratch directories (lab.vm)
 
 Every product carries a stamp (hash of its inputs: package versions, the matrix entry, the
 recipe number and the build scripts); it is rebuilt only when that changes, built in a
@@ -35,11 +35,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from subsecinspect.lab import apt
-from subsecinspect.lab import buildutil as bu
-from subsecinspect.lab import rootfs as rootfs_mod
-from subsecinspect.lab.buildutil import GUEST_DIR, BuildError, cache_dir
-from subsecinspect.lab.matrix import Kernel, load_matrix
+from lab import apt
+from lab import buildutil as bu
+from lab import rootfs as rootfs_mod
+from lab.buildutil import GUEST_DIR, BuildError, cache_dir
+from lab.matrix import Kernel, load_matrix
 
 __all__ = (
     "BuildError",
@@ -339,7 +339,7 @@ def clean() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``build [--kernel ID ...] [--force]``, ``paths ID``, ``clean``."""
     ap = argparse.ArgumentParser(
-        prog="python -m subsecinspect.lab.images",
+        prog="python -m lab.images",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

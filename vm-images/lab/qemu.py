@@ -1,9 +1,9 @@
-"""The QEMU command line of a lab guest: what :class:`~subsecinspect.lab.vm.LabVM` boots.
+"""The QEMU command line of a lab guest: what :class:`~lab.vm.LabVM` boots.
 
 Pure data in, argv out (no process, no file is touched), so that the command line can be
 checked without QEMU (tests/unit/test_lab_scenarios.py) and is written next to each run as
 ``run/<name>/qemu.cmd``. Disks, serial lines and sockets are described in
-:mod:`subsecinspect.lab.vm`.
+:mod:`lab.vm`.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from subsecinspect.lab import kdump
+from lab import kdump
 
 __all__ = (
     "PER_PAGE_CANDIDATES",
@@ -246,7 +246,7 @@ def mid_init(
 ) -> FreezeRun:
     """Freeze at ``memmap_init_zone_device`` entry and after ``ignore`` per-page calls; dump both.
 
-    ``command`` creates the namespace (e.g. :data:`subsecinspect.lab.scenarios.FREEZE_CREATE`).
+    ``command`` creates the namespace (e.g. :data:`lab.scenarios.FREEZE_CREATE`).
     Dumps: ``outdir/mid-entry.vmcore`` and ``outdir/mid-<ignore>.vmcore`` (ELF), each given
     ``dump_timeout`` seconds.
     """
@@ -275,7 +275,7 @@ def mid_teardown(
 ) -> FreezeRun:
     """Freeze inside ``memunmap_pages`` after the pgmap's ref was killed; dump.
 
-    ``command`` destroys the namespace (e.g. :data:`subsecinspect.lab.scenarios.FREEZE_DESTROY`).
+    ``command`` destroys the namespace (e.g. :data:`lab.scenarios.FREEZE_DESTROY`).
     The Freeze's facts: ``pgmap`` (rdi at memunmap_pages) and, at the teardown callee,
     ``zone``/``start_pfn``/``nr_pages`` (remove_pfn_range_from_zone's arguments).
     """

@@ -5,9 +5,9 @@ which setup :class:`Stage` s to run (guest commands such as ``ndctl create-names
 commands such as ``device_add``) and, per stage, the declared :class:`Layout`: the namespaces
 (``ndctl list``), the ``/proc/iomem`` entries inside the pmem window and the memory-block states
 (``/sys/devices/system/memory``). :func:`apply` runs the stages on a started
-:class:`~subsecinspect.lab.vm.LabVM` and returns what the guest reports (:class:`Observed`);
+:class:`~lab.vm.LabVM` and returns what the guest reports (:class:`Observed`);
 :func:`check_layout` compares it with the declaration. The scenarios themselves are data in
-:mod:`subsecinspect.lab.scenarios`.
+:mod:`lab.scenarios`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ScenarioError(RuntimeError):
 
 
 class _VM(Protocol):
-    """What the scenarios need from :class:`subsecinspect.lab.vm.LabVM`."""
+    """What the scenarios need from :class:`lab.vm.LabVM`."""
 
     def run(self, cmd: str, timeout: float = ...) -> Any: ...
 
@@ -268,13 +268,13 @@ def apply(vm: _VM, scenario: Scenario) -> tuple[Observed, ...]:
 
 
 def labvm(scenario: Scenario, kernel: str, **extra: Any) -> Any:
-    """An unstarted :class:`~subsecinspect.lab.vm.LabVM` configured for ``scenario`` on ``kernel``.
+    """An unstarted :class:`~lab.vm.LabVM` configured for ``scenario`` on ``kernel``.
 
     ``extra`` goes to LabVM (e.g. ``gdbstub=True``, ``disks=[...]``, ``append=[...]`` which is
     added to the scenario's).
     """
-    from subsecinspect.lab.vm import LabVM
-    from subsecinspect.lab.vm import Nvdimm as VMNvdimm
+    from lab.vm import LabVM
+    from lab.vm import Nvdimm as VMNvdimm
 
     append = [*scenario.kernel_append(kernel), *extra.pop("append", ())]
     kw: dict[str, Any] = {

@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from subsecinspect.lab import apt
-from subsecinspect.lab import buildutil as bu
-from subsecinspect.lab.buildutil import GUEST_DIR, BuildError, cache_dir
+from lab import apt
+from lab import buildutil as bu
+from lab.buildutil import GUEST_DIR, BuildError, cache_dir
 
 __all__ = ("ROOTFS_PACKAGES", "WHEELS", "build_rootfs", "busybox")
 

@@ -1,6 +1,6 @@
 """Guest side of the live-race test: namespace and kmem churn next to a ``classify`` loop.
 
-Run inside a lab guest (stdlib only; ``python3 -m subsecinspect.lab.churn ...``, the project
+Run inside a lab guest (stdlib only; ``python3 -m lab.churn ...``, the project
 is on ``PYTHONPATH`` with ``labvm(..., project=True)``). Every operation is logged as an
 *event* with ``CLOCK_MONOTONIC`` times (system-wide, so the classify loop's times compare):
 
@@ -242,7 +242,7 @@ def _race(runs: int, flap_runs: int, out: Path, max_steps: int) -> dict[str, Any
     log, stop, flap = out / "events.jsonl", out / "stop", out / "flap"
     for f in (log, stop, flap):
         f.unlink(missing_ok=True)
-    child = subprocess.Popen([sys.executable, "-m", "subsecinspect.lab.churn", "churn",
+    child = subprocess.Popen([sys.executable, "-m", "lab.churn", "churn",
                               "--log", str(log), "--stop", str(stop), "--flap", str(flap),
                               "--max-steps", str(max_steps)])
     results = []
@@ -289,7 +289,7 @@ def _inject(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line of the guest side (see the module docstring)."""
-    p = argparse.ArgumentParser(prog="python3 -m subsecinspect.lab.churn")
+    p = argparse.ArgumentParser(prog="python3 -m lab.churn")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("race")
     r.add_argument("--runs", type=int, default=8)

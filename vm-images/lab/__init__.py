@@ -2,7 +2,7 @@
 
 Stdlib only (no drgn): ``matrix`` holds the kernel matrix (vm-images/kernels.toml),
 ``images`` builds the cache (kernels, initramfs, shared root image) and ``vm`` boots
-and drives guests (:class:`subsecinspect.lab.vm.LabVM`).
+and drives guests (:class:`lab.vm.LabVM`).
 """
 
 __all__ = ()

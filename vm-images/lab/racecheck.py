@@ -1,6 +1,6 @@
 """Host side of the live-race test: is one ``classify --json`` document sound and plausible?
 
-Pure functions over the documents and the churn events of :mod:`subsecinspect.lab.churn`.
+Pure functions over the documents and the churn events of :mod:`lab.churn`.
 
 * :func:`doc_problems`: the document is internally consistent (JSON contract of issue 3):
   ranges sorted, contiguous, maximal, covering ``[0, end_pfn)``; class names valid; the

@@ -8,7 +8,7 @@ kernel considers the struct page initialised, its zone, node and pgmap.
 (``$CACHE/kmod/``; the headers packages want ``/usr/src``, lab-notes §16): bookworm's gcc-12
 for 5.10 (with ``CC=gcc``: its headers name gcc-10), 6.1 and 6.12, trixie's gcc-14 for 7.2.
 It is rebuilt only when the module source, the build script or the kernel changes.
-:func:`load` copies it into a running :class:`~subsecinspect.lab.vm.LabVM` and inserts it;
+:func:`load` copies it into a running :class:`~lab.vm.LabVM` and inserts it;
 :func:`query` asks it about PFNs.
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from subsecinspect.lab import apt
-from subsecinspect.lab.images import built_kernel, cache_dir
+from lab import apt
+from lab.images import built_kernel, cache_dir
 
 __all__ = ("KMOD_SRC", "GroundTruth", "GroundTruthError", "build", "load", "module_path", "query")
 

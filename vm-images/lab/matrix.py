@@ -2,7 +2,7 @@
 
 The matrix is data, not code: each Debian kernel of the lab is one ``[[kernel]]`` table
 naming the packages to fetch and where the interesting files sit inside them. This module
-only parses and checks it; :mod:`subsecinspect.lab.images` acts on it.
+only parses and checks it; :mod:`lab.images` acts on it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Scale scenarios: TiB-sized sparse NVDIMMs with many pgmaps, as data (issue 4).
 
-Built on the dataclasses of :mod:`subsecinspect.lab.scenarios` and checked with its
-:func:`~subsecinspect.lab.scenarios.check_layout`. Three layouts:
+Built on the dataclasses of :mod:`lab.scenarios` and checked with its
+:func:`~lab.scenarios.check_layout`. Three layouts:
 
 * :data:`SCALE_TIB` (``scale-tib``): one 1 TiB labelled NVDIMM (sparse backing file) carved into
   five namespaces of 966 GiB in all: fsdax/devdax x ``map=dev``/``map=mem``, sizes multiples of
@@ -11,8 +11,8 @@ Built on the dataclasses of :mod:`subsecinspect.lab.scenarios` and checked with 
   17 GiB, a few seconds of ``memmap_init_zone_device`` under TCG): the cheap lab test.
 * :data:`SCALE_DUMP` (``scale-dump``): 1 GiB RAM + one 128 GiB NVDIMM with two namespaces
   created before and a 120 GiB ``map=dev`` devdax namespace created under
-  :func:`subsecinspect.lab.freeze.mid_init` (:data:`FREEZE_LARGE`). The ELF dump is 138.5 GB
-  long but sparse (:func:`subsecinspect.lab.qmp.sparse_sink`): ~195 MB on disk. What bounds
+  :func:`lab.freeze.mid_init` (:data:`FREEZE_LARGE`). The ELF dump is 138.5 GB
+  long but sparse (:func:`lab.qmp.sparse_sink`): ~195 MB on disk. What bounds
   its size is time, not disk: QEMU writes ~480 MB/s into the FIFO here, ~5 min per dump and
   mid_init takes two (entry, mid); the 1 TiB layout would take ~40 min per dump.
 
@@ -23,11 +23,11 @@ QEMU's TCG CPU has 40 physical-address bits by default, which ends below 1 TiB +
 With a 1 TiB window QEMU skips the AMD HyperTransport hole and puts the NVDIMM at 1 TiB
 (:func:`device_base`).
 
-``python -m subsecinspect.lab.scale dump OUTDIR [IGNORE]`` makes the frozen dump;
-``python -m subsecinspect.lab.scale live-bench [--icount N] OUT.json [SCENARIO] [BENCH ARGS]``
+``python -m lab.scale dump OUTDIR [IGNORE]`` makes the frozen dump;
+``python -m lab.scale live-bench [--icount N] OUT.json [SCENARIO] [BENCH ARGS]``
 runs scripts/bench_classify.py in a guest of the scenario (default ``scale-tib``), with
 ``--icount N`` under QEMU's instruction counting (guest times count instructions, not host
-wall time: see :class:`~subsecinspect.lab.vm.LabVM`).
+wall time: see :class:`~lab.vm.LabVM`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from subsecinspect.lab.scenarios import (
+from lab.scenarios import (
     DEVICE_MEMORY_BASE,
     GiB,
     GuestStep,
@@ -184,7 +184,7 @@ _DUMP_BEFORE: tuple[NsSpec, ...] = (
     ("D2_fsdax_mem", "fsdax", "mem", 1 * GiB + 48 * MiB),
 )
 _DUMP_FROZEN: NsSpec = ("D3_devdax_dev", "devdax", "dev", 120 * GiB + 16 * MiB)
-#: The namespace created while :func:`~subsecinspect.lab.freeze.mid_init` holds the guest.
+#: The namespace created while :func:`~lab.freeze.mid_init` holds the guest.
 FREEZE_LARGE = create_step(_DUMP_FROZEN)
 SCALE_DUMP = Scenario(
     name="scale-dump",
@@ -206,7 +206,7 @@ SCALE_SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SCALE_TIB, SCALE_CI,
 
 
 def scale_labvm(scenario: Scenario, kernel: str = "6.1", **extra: Any) -> Any:
-    """:func:`~subsecinspect.lab.scenarios.labvm` plus :data:`QEMU_ARGS` (44 physical bits)."""
+    """:func:`~lab.scenarios.labvm` plus :data:`QEMU_ARGS` (44 physical bits)."""
     qargs = [*QEMU_ARGS, *extra.pop("qemu_args", ())]
     return labvm(scenario, kernel, qemu_args=qargs, **extra)
 
@@ -219,8 +219,8 @@ def make_frozen_dump(outdir: Path, kernel: str = "6.1", ignore: int = 3000) -> d
     entry dump, writes and returns ``outdir/freeze.json``: the gdb facts of both stops, the
     namespace layout check after the guest resumed, and timings.
     """
-    from subsecinspect.lab import freeze, images
-    from subsecinspect.lab.scenarios import apply_stage, check_layout
+    from lab import freeze, images
+    from lab.scenarios import apply_stage, check_layout
 
     kp = images.ensure_built(kernel)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -273,11 +273,11 @@ def live_bench(
     """Boot ``scenario``, create its namespaces, run scripts/bench_classify.py in the guest.
 
     The bench's JSON goes to ``out``; returns it with the boot and setup timings added.
-    ``icount``: boot with QEMU's instruction counting (:class:`~subsecinspect.lab.vm.LabVM`),
+    ``icount``: boot with QEMU's instruction counting (:class:`~lab.vm.LabVM`),
     so that the times the bench measures in the guest count instructions and do not depend
     on what else runs on the host.
     """
-    from subsecinspect.lab.scenarios import apply_stage, check_layout
+    from lab.scenarios import apply_stage, check_layout
 
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     t0 = time.monotonic()
@@ -311,8 +311,8 @@ def live_bench(
 
 
 if __name__ == "__main__":
-    # python -m subsecinspect.lab.scale dump OUTDIR [IGNORE]
-    # python -m subsecinspect.lab.scale live-bench [--icount N] OUT.json [SCENARIO] [BENCH ARGS...]
+    # python -m lab.scale dump OUTDIR [IGNORE]
+    # python -m lab.scale live-bench [--icount N] OUT.json [SCENARIO] [BENCH ARGS...]
     icount_arg = None
     if sys.argv[2:3] == ["--icount"] and len(sys.argv) > 3:
         icount_arg = int(sys.argv[3])
@@ -328,7 +328,7 @@ if __name__ == "__main__":
         print(json.dumps(res["lab"], indent=1))
     else:
         sys.exit(
-            "usage: python -m subsecinspect.lab.scale dump OUTDIR [IGNORE]\n"
-            "       python -m subsecinspect.lab.scale live-bench [--icount N] OUT.json [SCENARIO]"
+            "usage: python -m lab.scale dump OUTDIR [IGNORE]\n"
+            "       python -m lab.scale live-bench [--icount N] OUT.json [SCENARIO]"
             " [ARGS]"
         )

@@ -1,13 +1,13 @@
 """A small QMP (QEMU Machine Protocol) client, importable and usable as a CLI.
 
 One connection per call: QEMU's QMP socket serves one client at a time, and gdb must be
-able to run ``python3 -m subsecinspect.lab.qmp SOCK dump FILE elf`` from its ``shell``
+able to run ``python3 -m lab.qmp SOCK dump FILE elf`` from its ``shell``
 while the gdbstub holds the guest (lab-notes §9). Asynchronous events are skipped.
 
 CLI::
 
-    python -m subsecinspect.lab.qmp SOCK dump FILE [elf|kdump-zlib|...]
-    python -m subsecinspect.lab.qmp SOCK execute COMMAND ['{"json": "arguments"}']
+    python -m lab.qmp SOCK dump FILE [elf|kdump-zlib|...]
+    python -m lab.qmp SOCK execute COMMAND ['{"json": "arguments"}']
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from subsecinspect.lab import qmp
-from subsecinspect.lab.images import KernelPaths
+from lab import qmp
+from lab.images import KernelPaths
 
 __all__ = ("GUEST_PYTHON", "build_file_disk", "build_project_disk", "make_ext4", "put_via_disk")
 
@@ -53,7 +53,7 @@ def build_project_disk(run_dir: Path, paths: KernelPaths, with_project: bool) ->
 
     ``boot/vmlinuz`` and ``boot/initrd.img`` of this kernel (for ``kexec -p``; reading them
     through fw_cfg is far too slow under TCG) and, with ``with_project``, this checkout's
-    ``subsecinspect/`` (byte-compiled, see :data:`GUEST_PYTHON`) and ``bpf/``.
+    ``subsecinspect/``, ``bpf/`` and the lab package (byte-compiled, see :data:`GUEST_PYTHON`).
     """
     stage = run_dir / "project"
     (stage / "boot").mkdir(parents=True)
@@ -61,16 +61,20 @@ def build_project_disk(run_dir: Path, paths: KernelPaths, with_project: bool) ->
     _link_or_copy(paths.initramfs, stage / "boot" / "initrd.img")
     if with_project:
         ign = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for sub in ("subsecinspect", "bpf"):
-            if (PROJECT_ROOT / sub).is_dir():
-                shutil.copytree(PROJECT_ROOT / sub, stage / sub, ignore=ign)
+        # The tool, its BPF sources and the lab package (the guest side of churn runs
+        # as ``python3 -m lab.churn``), all under PYTHONPATH=/lab/project in the guest.
+        for src, dst in (("subsecinspect", "subsecinspect"), ("bpf", "bpf"),
+                         ("vm-images/lab", "lab")):  # fmt: skip
+            if (PROJECT_ROOT / src).is_dir():
+                shutil.copytree(PROJECT_ROOT / src, stage / dst, ignore=ign)
         if sys.version_info[:2] == GUEST_PYTHON:
             # unchecked-hash: valid whatever the timestamps mkfs keeps; the disk is rebuilt
             # for every VM, so the .pyc can never be older than its source.
-            compileall.compile_dir(
-                stage / "subsecinspect", quiet=2, workers=1,
-                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-            )  # fmt: skip
+            for pkg in ("subsecinspect", "lab"):
+                compileall.compile_dir(
+                    stage / pkg, quiet=2, workers=1,
+                    invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+                )  # fmt: skip
     size_m = 32 + sum(f.stat().st_size for f in stage.rglob("*") if f.is_file()) // (1 << 20)
     return make_ext4(stage, run_dir / "project.img", max(64, size_m), label="labproject")
 
