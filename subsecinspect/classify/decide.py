@@ -78,6 +78,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from itertools import pairwise
+from typing import TypeVar
 
 from subsecinspect.classify.classes import (
     Classification,
@@ -97,6 +98,8 @@ from subsecinspect.snapshot.index import SnapshotIndex
 from subsecinspect.snapshot.model import DevPagemap, MemmapStatus, PgmapRange, Section, Snapshot
 
 __all__ = ("classify", "classify_pfn")
+
+_T = TypeVar("_T")
 
 _Decision = tuple[PageClass, tuple[tuple[str, EvidenceValue], ...], Confidence | None]
 
@@ -177,6 +180,14 @@ def _decide_ram(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
     return PageClass.C1_OFFLINE_RAM, evidence_items(block_state=state), None
 
 
+
+def _by_lifecycle(complete: bool | None, done: _T, initialising: _T, unknown: _T) -> _T:
+    """*done* for a complete range, *initialising* for one still initialising, else *unknown*."""
+    if complete is None:
+        return unknown
+    return done if complete else initialising
+
+
 def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int) -> _Decision:
     """§4.3 step 5: a dev_pagemap range claims *pfn* and its subsection is active."""
     ev = _pg_evidence(pg, rng)
@@ -197,8 +208,8 @@ def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int)
         return _decide_altmap_free(pg, ev, complete, lifecycle,
                                    mm.altmap_free_fingerprint if mm else "", status)
     if status in _UNREADABLE:
-        implied = {True: PageClass.C2_DEV_VALID.value,
-                   False: PageClass.C4_DEV_INITIALISING.value}.get(complete, "unknown")
+        implied = _by_lifecycle(complete, PageClass.C2_DEV_VALID.value,
+                                PageClass.C4_DEV_INITIALISING.value, "unknown")
         return (_UNREADABLE[status],
                 evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
                                memmap=status.value), None)
@@ -216,14 +227,13 @@ def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int)
                 evidence_items(**ev, lifecycle=lifecycle, fingerprint="not examined",
                                compound_order=order, note=note), conf)
     if pfn < frontier:
-        conf = {True: None, False: Confidence.FINGERPRINT}.get(complete,
-                                                                 Confidence.FINGERPRINT_ONLY)
+        conf = _by_lifecycle(complete, None, Confidence.FINGERPRINT, Confidence.FINGERPRINT_ONLY)
         return (PageClass.C2_DEV_VALID,
                 evidence_items(**ev, lifecycle=lifecycle, fingerprint="pass",
                                frontier_pfn=show_frontier, compound_order=order, note=note),
                 conf)
-    conf = {True: Confidence.DISPUTED, False: Confidence.FINGERPRINT}.get(
-        complete, Confidence.FINGERPRINT_ONLY)
+    conf = _by_lifecycle(complete, Confidence.DISPUTED, Confidence.FINGERPRINT,
+                         Confidence.FINGERPRINT_ONLY)
     reason = "fingerprint failed" if complete else "past the initialised frontier"
     return (PageClass.C4_DEV_INITIALISING,
             evidence_items(**ev, lifecycle=lifecycle, reason=reason, frontier_pfn=frontier),
@@ -239,8 +249,7 @@ def _decide_altmap_free(
     status: MemmapStatus,
 ) -> _Decision:
     """C5b: altmap ``free`` pages; initialised by move_pfn_range_to_zone(), never given a pgmap."""
-    fp_conf = {True: None, False: Confidence.FINGERPRINT}.get(complete,
-                                                              Confidence.FINGERPRINT_ONLY)
+    fp_conf = _by_lifecycle(complete, None, Confidence.FINGERPRINT, Confidence.FINGERPRINT_ONLY)
     if fingerprint == "lru_self":
         return (PageClass.C5b_DEV_ALTMAP_MEMMAP,
                 evidence_items(**ev, lifecycle=lifecycle, fingerprint="lru_self"), fp_conf)
@@ -251,8 +260,8 @@ def _decide_altmap_free(
                                reason="altmap memmap page not initialised "
                                       "(before move_pfn_range_to_zone)"), conf)
     if status in _UNREADABLE:
-        implied = {True: PageClass.C5b_DEV_ALTMAP_MEMMAP.value,
-                   False: PageClass.C4_DEV_INITIALISING.value}.get(complete, "unknown")
+        implied = _by_lifecycle(complete, PageClass.C5b_DEV_ALTMAP_MEMMAP.value,
+                                PageClass.C4_DEV_INITIALISING.value, "unknown")
         return (_UNREADABLE[status],
                 evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
                                memmap=status.value), None)

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from subsecinspect.classify.classes import Classification, ClassRange, EvidenceValue
 from subsecinspect.classify.decide import classify, classify_pfn
-from subsecinspect.classify.lifecycle import complete_and_live, data_first_pfn, effective_frontier
+from subsecinspect.classify.lifecycle import complete_and_live, effective_frontier
 from subsecinspect.classify.predicates import PredicateAnswer, kernel_answers
 from subsecinspect.snapshot.index import SnapshotIndex
 from subsecinspect.snapshot.model import DevPagemap, PgmapRange, Snapshot
 from subsecinspect.snapshot.pageinit import (
     altmap_free_fingerprint,
+    data_first_pfn,
     page_address,
     zone_device_memmap_initialised,
 )

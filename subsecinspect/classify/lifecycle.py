@@ -25,7 +25,9 @@ def effective_frontier(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange) -> in
     """
     key = ("frontier", pg.address, rng.index)
     if key in ix.memo:
-        return ix.memo[key]  # type: ignore[no-any-return]
+        cached = ix.memo[key]
+        assert cached is None or isinstance(cached, int)
+        return cached
     mm = ix.memmap(pg, rng)
     frontier: int | None = None
     if mm is not None and mm.frontier_pfn is not None:

@@ -173,7 +173,8 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
     overrides, w = validate_page_flags_layout(reader, zones, sections, pgmaps)
     warnings += w
     if overrides:
-        ki = dataclasses.replace(ki, **overrides)
+        ki = dataclasses.replace(ki, zones_pgshift=overrides["zones_pgshift"],
+                                 nodes_pgshift=overrides["nodes_pgshift"])
         reader.ki = ki
     blocks, w = read_memory_blocks(prog, ki)
     warnings += w

@@ -175,7 +175,8 @@ class WindowModel:
         return tuple(changed)
 
     def _drop(self, owner: int, cls: WindowClass | None = None, pfn: int | None = None) -> Change:
-        keep, gone = [], []
+        keep: list[Window] = []
+        gone: list[Window] = []
         for w in self.windows:
             hit = w.owner == owner and (cls is None or w.cls == cls) and (pfn is None or pfn in w)
             (gone if hit else keep).append(w)

@@ -55,7 +55,8 @@ def _encode(value: Any) -> Any:
 
 def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot as JSON-compatible data (integers stay integers)."""
-    return _encode(snapshot)
+    out: dict[str, Any] = _encode(snapshot)
+    return out
 
 
 def snapshot_to_json(snapshot: Snapshot, *, indent: int | None = None) -> str:
@@ -136,7 +137,7 @@ def snapshot_from_dict(data: Any) -> Snapshot:
         raise SnapshotFormatError(
             f"snapshot format {_short(data.get('format'))} is not {SNAPSHOT_FORMAT}"
         )
-    snapshot = _from_dict(Snapshot, data, "snapshot")
+    snapshot: Snapshot = _from_dict(Snapshot, data, "snapshot")
     check_snapshot(snapshot)
     return snapshot
 
