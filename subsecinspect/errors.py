@@ -1,6 +1,7 @@
 """Errors: the exception hierarchy and the exit-code table.
 
-Only :mod:`subsecinspect.cli.main` catches these. Each class carries the exit code
+Only the command line catches these
+(:func:`subsecinspect.cli.common.run_guarded`). Each class carries the exit code
 the CLI returns for it; the table is documented in README.md and never changes.
 """
 

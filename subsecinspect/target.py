@@ -38,7 +38,8 @@ _PT_LOAD = 1
 _ET_CORE = 4
 #: drgn (since 0.0.31) loads its plugins at every ``set_kernel()`` / ``set_core_dump()``:
 #: importlib.metadata's entry-point scan and its own CLI commands, registered as plugins
-#: (``builtin_commands``, ``crash_commands``): 1.9 s of a 3.3 s start-up in a TCG guest, for
+#: (``builtin_commands``, ``crash_commands``): most of a TCG guest's start-up (README §
+#: Performance: ``(a')``, drgn's load without plugins, against ``(a)``), for
 #: commands subsecinspect never runs. :func:`open_target` therefore sets
 #: ``DRGN_DISABLE_PLUGINS=*`` unless the environment already sets it: ``DRGN_PLUGINS=name``
 #: still enables a named plugin, and ``DRGN_DISABLE_PLUGINS=`` (empty) loads them all.

@@ -14,46 +14,40 @@ subsection boundaries. Each elementary piece is decided once by :func:`_decide`
 merged; so the work is O(runs + pgmap boundaries), not O(sections), and a TiB
 of uniform ZONE_DEVICE sections costs a handful of decisions.
 
-Decisions, in order, for one PFN:
+Decisions, in order, for one PFN. Steps 3-6 are numbered as in kernel-semantics.md
+§4.3, which the helpers below cite; S and U are what that list leaves implicit.
 
-0. Section level: section marked ``in_flux`` → IN_FLUX; no section or not
-   SECTION_MARKED_PRESENT → HOLE (evidence names a pgmap already registered
-   there, the start of the case 4 window); !SECTION_HAS_MEM_MAP → NO_MEMMAP;
-   ``map_consistent`` false, or an early section whose subsection map is
-   unreadable → CORRUPT. A PFN claimed by two pgmaps, or lying in a pgmap's
-   xarray span but in none of its ranges (or in a pgmap the reader could not
-   read, type "UNREADABLE") → CORRUPT.
-1. Subsection map unavailable (``subsection_map`` None: usage unreadable or
-   excluded from the dump) in a non-early section: the subsection state is
-   unknown, not "clear". A pgmap range that is complete (index < nr_range)
-   with a live ref implies ``sparse_add_section()`` ran, so steps 3-4 decide
-   as if the bit were set, with evidence ``subsection_map="unavailable"``;
-   C2 (and C5b) left without a confidence become ``unverified``. Anywhere
-   else in such a section (no pgmap, range in progress, ref dying, no
-   nr_range) → CORRUPT "subsection map unavailable".
-2. Subsection bit clear: pgmap registered → C4 (C4b if its ref is dying),
-   except in a complete range with a live ref → CORRUPT "subsection bit clear
-   in a complete range" (impossible in a healthy kernel: ``sparse_add_section()``
-   runs before ``nr_range++``, teardown kills the ref first); early section →
-   EARLY_HOLE; otherwise C3.
-3. No pgmap: ONLINE section → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block
-   state in the evidence). ONLINE and EARLY flags never decide ZONE_DEVICE
-   PFNs. If the reader could not read all of ``pgmap_array``
-   (``stats["pgmap_array_unreadable_nodes"]`` > 0), a !ONLINE PFN that no
-   memory block covers → CORRUPT "pgmap_array unreadable" (ZONE_DEVICE never
-   gets memory blocks, so it may belong to a lost pgmap).
-4. Pgmap: range 0 with a valid altmap: ``[base, base+reserve)`` → C5 (pure
-   arithmetic, even during teardown); then ref dying → C4b; ``[base+reserve,
-   base+reserve+free)`` → C5b if the altmap-free fingerprint says "lru_self",
-   C4 if it says "other"; data pages ``[pfn_first, end)`` → C2 below the
-   initialised frontier, C4 from it on.
-5. MEMMAP_UNREADABLE / MEMMAP_NOT_CAPTURED replace exactly the classes of step
-   4 that depend on struct page contents (C2, C4-by-frontier, C5b; see
-   :data:`~subsecinspect.classify.classes.MEMMAP_DEPENDENT`) when the reader marked that
-   PFN's struct page unreadable / not captured; the evidence key
-   ``lifecycle_class`` says what ``nr_range`` alone implies (C2 or C5b for a
-   complete range, C4 for the range in progress, "unknown" before v5.10).
-   C5, C4b, C3, C1 and the RAM/hole classes never depend on the memmap.
+S. Section level (§4.2): ``in_flux`` → IN_FLUX; no section or not
+   SECTION_MARKED_PRESENT → HOLE (the evidence names a pgmap already registered
+   there: the start of the case 4 window); !SECTION_HAS_MEM_MAP → NO_MEMMAP;
+   ``map_consistent`` false, an early section with an unreadable subsection map, a
+   PFN claimed by two pgmaps, or in a pgmap's xarray span but none of its ranges (or
+   in an unreadable pgmap) → CORRUPT.
+U. Subsection map unavailable (usage unreadable or not in the dump) in a non-early
+   section: unknown, not "clear". A complete range (index < nr_range) with a live ref
+   implies ``sparse_add_section()`` ran, so steps 3-5 decide as if the bit were set
+   (evidence ``subsection_map="unavailable"``; C2/C5b become ``unverified``);
+   anywhere else in such a section → CORRUPT.
+3. Subsection bit clear: pgmap registered → C4 (C4b if its ref is dying), but
+   CORRUPT in a complete range with a live ref (``sparse_add_section()`` runs before
+   ``nr_range++``, teardown kills the ref first); early section → EARLY_HOLE;
+   otherwise C3.
+4. No pgmap: ONLINE → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block state in the
+   evidence); ONLINE and EARLY never decide ZONE_DEVICE PFNs. With part of
+   ``pgmap_array`` unreadable, a !ONLINE PFN no memory block covers → CORRUPT
+   (ZONE_DEVICE has no memory blocks: it may belong to a lost pgmap).
+5. Pgmap: range 0 with a valid altmap: ``[base, base+reserve)`` → C5 (arithmetic,
+   even during teardown); then ref dying → C4b; ``[base+reserve, +free)`` → C5b if
+   the altmap-free fingerprint says "lru_self", C4 if "other"; data pages
+   ``[pfn_first, end)`` → C2 below the initialised frontier (5.4), C4 from it on.
+   When the reader marked the struct page unreadable / not captured, the classes of
+   this step that depend on its contents (C2, C4-by-frontier, C5b:
+   :data:`~subsecinspect.classify.classes.MEMMAP_DEPENDENT`) become
+   MEMMAP_UNREADABLE / MEMMAP_NOT_CAPTURED, with ``lifecycle_class`` saying what
+   ``nr_range`` alone implies. C5, C4b, C3, C1 and the RAM/hole classes never depend
+   on the memmap.
+6. The live guard is the reader's (:mod:`subsecinspect.kernel.read`): what moved
+   while it read arrives here as ``in_flux`` (step S).
 
 The "frontier" of a range is ``RangeMemmap.frontier_pfn``; if the reader gave
 none, the lowest failing sample in the data pages (or the range end if samples

@@ -17,7 +17,7 @@ __all__ = ("complete_and_live", "effective_frontier", "range_lifecycle")
 
 
 def effective_frontier(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange) -> int | None:
-    """First data PFN whose memmap is known not to be initialised (§4.3 step 4).
+    """First data PFN whose memmap is known not to be initialised (§4.3 step 5.4).
 
     The reader's ``frontier_pfn`` if set; else the lowest failing fingerprint
     sample among the data pages, or the range end if samples exist and all

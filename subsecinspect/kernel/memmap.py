@@ -4,7 +4,7 @@ Mirrors what ``memmap_init_zone_device()`` (mm/mm_init.c; mm/page_alloc.c
 before 5.18) leaves behind: it initialises ``[pfn_first(), range end)`` in
 ascending PFN order one compound page at a time, so the initialised part is a
 prefix whose end is found by binary search with
-:func:`subsecinspect.snapshot.pageinit.find_frontier` (kernel-semantics §4.3 step 4,
+:func:`subsecinspect.snapshot.pageinit.find_frontier` (kernel-semantics §4.3 step 5.4,
 §4.4). Readability is decided per (section ∩ range) piece, because x86
 populates a piece's vmemmap in one way: 2 MiB blocks from the altmap (on the
 device) for whole sections, base pages from RAM otherwise, or the boot memmap

@@ -1,6 +1,6 @@
 """The saved-snapshot format: a :class:`~subsecinspect.snapshot.model.Snapshot` as JSON and back.
 
-The encoder turns the frozen dataclasses into JSON data (integers stay integers, enums
+The encoder turns the snapshot dataclasses into JSON data (integers stay integers, enums
 become their values). The decoder checks every type against the dataclass annotations
 and the values with :func:`subsecinspect.snapshot.checks.check_snapshot`; whatever is wrong
 with a file (not UTF-8, not JSON, nested too deeply, a wrong type, an impossible value)

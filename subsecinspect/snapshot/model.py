@@ -1,7 +1,7 @@
 """Snapshot: the kernel's memory-model state as plain data.
 
 A :class:`Snapshot` is everything the classifier needs, read once from a live
-kernel or a vmcore by :mod:`subsecinspect.kernel` and frozen into dataclasses
+kernel or a vmcore by :mod:`subsecinspect.kernel` and kept in dataclasses
 that hold only ``int``, ``str``, ``bool``, enums, tuples and other snapshot
 dataclasses. No drgn object ever lives here, so a snapshot can be saved as
 JSON (``classify --save``; the codec is :mod:`subsecinspect.snapshot.codec`), loaded
@@ -148,9 +148,10 @@ class Section:
     """One ``struct mem_section`` that is present or otherwise non-empty.
 
     Treated as immutable like every snapshot record, but not ``frozen``: it is the one
-    record made per section (7746 for 1 TiB of pmem) and a frozen dataclass's
-    ``__init__`` (one ``object.__setattr__`` per field) costs 2.5 times as much, which a
-    live ``classify`` in a TCG guest feels. Never hashed.
+    record made per section (thousands per TiB of pmem) and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) costs a multiple of a plain one,
+    which a live ``classify`` of the 1 TiB layout in a TCG guest feels (README §
+    Performance, measured by scripts/bench_classify.py). Never hashed.
     """
 
     section_nr: int

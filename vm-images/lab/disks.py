@@ -26,7 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Python of the lab's rootfs (Debian bookworm: 3.11). The project disk carries .pyc files
 #: compiled on the host when the host's Python has the same bytecode version: the disk is
 #: read-only in the guest, so without them every guest run compiles the package from source
-#: (about 2 s of a live classify under TCG).
+#: (seconds of a live classify under TCG: vm-images/README.md, project disk).
 GUEST_PYTHON = (3, 11)
 
 

@@ -12,9 +12,10 @@ Built on the dataclasses of :mod:`lab.scenarios` and checked with its
 * :data:`SCALE_DUMP` (``scale-dump``): 1 GiB RAM + one 128 GiB NVDIMM with two namespaces
   created before and a 120 GiB ``map=dev`` devdax namespace created under
   :func:`lab.freeze.mid_init` (:data:`FREEZE_LARGE`). The ELF dump is 138.5 GB
-  long but sparse (:func:`lab.qmp.sparse_sink`): ~195 MB on disk. What bounds
-  its size is time, not disk: QEMU writes ~480 MB/s into the FIFO here, ~5 min per dump and
-  mid_init takes two (entry, mid); the 1 TiB layout would take ~40 min per dump.
+  long but sparse (:func:`lab.qmp.sparse_sink`; its disk size is in README § Performance).
+  What bounds its size is time, not disk: QEMU writes every byte of the guest's physical
+  range into the FIFO, and mid_init takes two dumps (entry, mid), so a dump of the 1 TiB
+  layout would take about eight times as long as this one (vm-images/README.md times both).
 
 QEMU's TCG CPU has 40 physical-address bits by default, which ends below 1 TiB + 4 GiB;
 :func:`scale_labvm` adds :data:`QEMU_ARGS` (``-cpu max,phys-bits=44``, the last ``-cpu`` wins).
@@ -84,7 +85,7 @@ NsSpec = tuple[str, str, str, int]
 
 
 def create_step(spec: NsSpec, timeout: float = 600.0) -> GuestStep:
-    """``ndctl create-namespace`` for ``spec``; TCG initialises ~12 GiB/s of map=dev."""
+    """``ndctl create-namespace`` for ``spec`` (memmap init time under TCG: vm-images/README)."""
     name, mode, map_, raw = spec
     return GuestStep(
         f"ndctl create-namespace -r region0 -m {mode} --map={map_} -s {raw // MiB}M -n {name}",
@@ -232,7 +233,8 @@ def make_frozen_dump(outdir: Path, kernel: str = "6.1", ignore: int = 3000) -> d
             if diffs:
                 raise RuntimeError(f"stage {st.name}: {diffs}")
         try:
-            # ~5 min per 138 GB (sparse) ELF dump
+            # Two 138.5 GB (sparse) ELF dumps: the timeout leaves room for a loaded host
+            # (the measured time is in vm-images/README.md, scale-dump).
             run = freeze.mid_init(vm, kp.vmlinux, FREEZE_LARGE.command, outdir, ignore,
                                   dump_timeout=900)  # fmt: skip
         except BaseException:
