@@ -182,6 +182,25 @@ def _by_lifecycle(complete: bool | None, done: _T, initialising: _T, unknown: _T
     return done if complete else initialising
 
 
+
+def _memmap_unknown(
+    status: MemmapStatus,
+    ev: dict[str, EvidenceValue | None],
+    complete: bool | None,
+    lifecycle: str,
+    done: PageClass,
+) -> _Decision:
+    """Step 5 with the struct page unreadable / not captured: what ``nr_range`` implies.
+
+    *done* is the class a complete range gives (C2 for data pages, C5b for the altmap
+    ``free`` pages); a range in progress implies C4, no ``nr_range`` nothing.
+    """
+    implied = _by_lifecycle(complete, done.value, PageClass.C4_DEV_INITIALISING.value, "unknown")
+    return (_UNREADABLE[status],
+            evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
+                           memmap=status.value), None)
+
+
 def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int) -> _Decision:
     """§4.3 step 5: a dev_pagemap range claims *pfn* and its subsection is active."""
     ev = _pg_evidence(pg, rng)
@@ -202,11 +221,7 @@ def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int)
         return _decide_altmap_free(pg, ev, complete, lifecycle,
                                    mm.altmap_free_fingerprint if mm else "", status)
     if status in _UNREADABLE:
-        implied = _by_lifecycle(complete, PageClass.C2_DEV_VALID.value,
-                                PageClass.C4_DEV_INITIALISING.value, "unknown")
-        return (_UNREADABLE[status],
-                evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
-                               memmap=status.value), None)
+        return _memmap_unknown(status, ev, complete, lifecycle, PageClass.C2_DEV_VALID)
     frontier = effective_frontier(ix, pg, rng)
     order = pg.vmemmap_shift or None
     note = "device private memory: no CPU mapping" if pg.type.endswith("PRIVATE") else None
@@ -254,11 +269,7 @@ def _decide_altmap_free(
                                reason="altmap memmap page not initialised "
                                       "(before move_pfn_range_to_zone)"), conf)
     if status in _UNREADABLE:
-        implied = _by_lifecycle(complete, PageClass.C5b_DEV_ALTMAP_MEMMAP.value,
-                                PageClass.C4_DEV_INITIALISING.value, "unknown")
-        return (_UNREADABLE[status],
-                evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
-                               memmap=status.value), None)
+        return _memmap_unknown(status, ev, complete, lifecycle, PageClass.C5b_DEV_ALTMAP_MEMMAP)
     if complete is False:
         return (PageClass.C4_DEV_INITIALISING,
                 evidence_items(**ev, lifecycle=lifecycle, fingerprint="not examined",

@@ -192,44 +192,40 @@ def _snapshot_view(
     _run(debug, body)
 
 
-@app.command()
-def sections(
-    target: TargetArg = None,
-    vmlinux: VmlinuxOpt = None,
-    json_: JsonOpt = False,
-    output: OutputOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Every present SPARSEMEM section: flags, subsection map, usage.
+def _view_command(view: str, doc: str) -> None:
+    """Register the ``view`` command (``sections`` / ``pgmaps``) with the common options."""
+
+    def command(
+        target: TargetArg = None,
+        vmlinux: VmlinuxOpt = None,
+        json_: JsonOpt = False,
+        output: OutputOpt = None,
+        debug: DebugOpt = False,
+    ) -> None:
+        _snapshot_view(target, vmlinux, json_, output, debug, view)
+
+    command.__doc__ = doc
+    app.command(view)(command)
+
+
+_view_command("sections", """Every present SPARSEMEM section: flags, subsection map, usage.
 
     Examples:
 
       subsecinspect sections                         # live
 
       subsecinspect sections vmcore -s vmlinux --json
-    """
+    """)
 
-    _snapshot_view(target, vmlinux, json_, output, debug, "sections")
-
-
-@app.command()
-def pgmaps(
-    target: TargetArg = None,
-    vmlinux: VmlinuxOpt = None,
-    json_: JsonOpt = False,
-    output: OutputOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Every dev_pagemap in pgmap_array: type, ranges, altmap, lifecycle, memmap evidence.
+_view_command("pgmaps", """Every dev_pagemap in pgmap_array: type, ranges, altmap, lifecycle,
+    memmap evidence.
 
     Examples:
 
       subsecinspect pgmaps                           # live
 
       subsecinspect pgmaps snap.json --json          # from a saved snapshot
-    """
-
-    _snapshot_view(target, vmlinux, json_, output, debug, "pgmaps")
+    """)
 
 
 # `subsecinspect trace` lives in cli/trace.py (bcc is imported only when it runs).

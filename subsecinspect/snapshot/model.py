@@ -143,6 +143,11 @@ class TargetInfo:
     dump_max_pfn: int | None = None
 
 
+def _section_flag(name: str) -> property:
+    """A read-only ``Section`` property: is ``SECTION_<name>`` among its flags."""
+    return property(lambda section: name in section.flags, doc=f"SECTION_{name} is set.")
+
+
 @dataclass(slots=True)
 class Section:
     """One ``struct mem_section`` that is present or otherwise non-empty.
@@ -172,26 +177,16 @@ class Section:
     def has_flag(self, name: str) -> bool:
         return name in self.flags
 
-    @property
-    def present(self) -> bool:
-        return "MARKED_PRESENT" in self.flags
-
-    @property
-    def valid(self) -> bool:
-        """``valid_section()``: SECTION_HAS_MEM_MAP."""
-        return "HAS_MEM_MAP" in self.flags
-
-    @property
-    def online(self) -> bool:
-        return "IS_ONLINE" in self.flags
-
-    @property
-    def early(self) -> bool:
-        return "IS_EARLY" in self.flags
-
-    @property
-    def taint_zone_device(self) -> bool:
-        return "TAINT_ZONE_DEVICE" in self.flags
+    #: ``present_section()``: SECTION_MARKED_PRESENT.
+    present = _section_flag("MARKED_PRESENT")
+    #: ``valid_section()``: SECTION_HAS_MEM_MAP.
+    valid = _section_flag("HAS_MEM_MAP")
+    #: ``online_section()``: SECTION_IS_ONLINE.
+    online = _section_flag("IS_ONLINE")
+    #: ``early_section()``: SECTION_IS_EARLY.
+    early = _section_flag("IS_EARLY")
+    #: SECTION_TAINT_ZONE_DEVICE (since v5.12).
+    taint_zone_device = _section_flag("TAINT_ZONE_DEVICE")
 
 
 @dataclass(frozen=True, slots=True)
