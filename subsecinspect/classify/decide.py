@@ -189,16 +189,18 @@ def _memmap_unknown(
     complete: bool | None,
     lifecycle: str,
     done: PageClass,
+    error: str,
 ) -> _Decision:
     """Step 5 with the struct page unreadable / not captured: what ``nr_range`` implies.
 
     *done* is the class a complete range gives (C2 for data pages, C5b for the altmap
-    ``free`` pages); a range in progress implies C4, no ``nr_range`` nothing.
+    ``free`` pages); a range in progress implies C4, no ``nr_range`` nothing. *error* is
+    the reader's fault message (``memmap_error``), when it kept one.
     """
     implied = _by_lifecycle(complete, done.value, PageClass.C4_DEV_INITIALISING.value, "unknown")
     return (_UNREADABLE[status],
             evidence_items(**ev, lifecycle=lifecycle, lifecycle_class=implied,
-                           memmap=status.value), None)
+                           memmap=status.value, memmap_error=error or None), None)
 
 
 def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int) -> _Decision:
@@ -219,9 +221,11 @@ def _decide_device(ix: SnapshotIndex, pg: DevPagemap, rng: PgmapRange, pfn: int)
     free_end = alt.base_pfn + alt.reserve + alt.free
     if with_altmap and alt.base_pfn + alt.reserve <= pfn < free_end:
         return _decide_altmap_free(pg, ev, complete, lifecycle,
-                                   mm.altmap_free_fingerprint if mm else "", status)
+                                   mm.altmap_free_fingerprint if mm else "", status,
+                                   mm.error if mm else "")
     if status in _UNREADABLE:
-        return _memmap_unknown(status, ev, complete, lifecycle, PageClass.C2_DEV_VALID)
+        return _memmap_unknown(status, ev, complete, lifecycle, PageClass.C2_DEV_VALID,
+                               mm.error if mm else "")
     frontier = effective_frontier(ix, pg, rng)
     order = pg.vmemmap_shift or None
     note = "device private memory: no CPU mapping" if pg.type.endswith("PRIVATE") else None
@@ -256,6 +260,7 @@ def _decide_altmap_free(
     lifecycle: str,
     fingerprint: str,
     status: MemmapStatus,
+    error: str,
 ) -> _Decision:
     """C5b: altmap ``free`` pages; initialised by move_pfn_range_to_zone(), never given a pgmap."""
     fp_conf = _by_lifecycle(complete, None, Confidence.FINGERPRINT, Confidence.FINGERPRINT_ONLY)
@@ -269,7 +274,8 @@ def _decide_altmap_free(
                                reason="altmap memmap page not initialised "
                                       "(before move_pfn_range_to_zone)"), conf)
     if status in _UNREADABLE:
-        return _memmap_unknown(status, ev, complete, lifecycle, PageClass.C5b_DEV_ALTMAP_MEMMAP)
+        return _memmap_unknown(status, ev, complete, lifecycle, PageClass.C5b_DEV_ALTMAP_MEMMAP,
+                               error)
     if complete is False:
         return (PageClass.C4_DEV_INITIALISING,
                 evidence_items(**ev, lifecycle=lifecycle, fingerprint="not examined",

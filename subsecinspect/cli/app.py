@@ -63,6 +63,13 @@ OutputOpt = Annotated[
     ),
 ]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")]
+NoBpfOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-bpf",
+        help="live: read only what /proc/kcore serves (on-device memmaps stay MEMMAP_UNREADABLE)",
+    ),
+]
 
 
 def _emit(text: str | Any, output: str | None) -> None:
@@ -94,6 +101,7 @@ def classify(
     ] = None,
     output: OutputOpt = None,
     debug: DebugOpt = False,
+    no_bpf: NoBpfOpt = False,
 ) -> None:
     """Classify every PFN: a summary per class and the range table (or --json).
 
@@ -115,14 +123,14 @@ def classify(
         from subsecinspect.render import tables
         from subsecinspect.snapshot.codec import snapshot_to_json
 
-        snap = load_snapshot(target, vmlinux)
+        snap = load_snapshot(target, vmlinux, bpf=not no_bpf)
         if save:
             write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
         cls = do_classify(snap)
         _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
 
     if json_:
-        _run(debug, lambda: classify_json(target, vmlinux, save, output))
+        _run(debug, lambda: classify_json(target, vmlinux, save, output, bpf=not no_bpf))
     else:
         _run(debug, tables_body)
 
@@ -141,6 +149,7 @@ def explain(
     json_: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
+    no_bpf: NoBpfOpt = False,
 ) -> None:
     """The chain of evidence for one PFN, its verdict, and what the kernel's predicates answer.
 
@@ -160,7 +169,7 @@ def explain(
         from subsecinspect.render import jsondoc, tables
 
         value, kind = parse_location(location)
-        snap = load_snapshot(target, vmlinux)
+        snap = load_snapshot(target, vmlinux, bpf=not no_bpf)
         pfn = value >> snap.kernel.page_shift if kind == "phys" else value
         exp = do_explain(snap, pfn)
         if json_:
@@ -174,7 +183,7 @@ def explain(
 
 def _snapshot_view(
     target: str | None, vmlinux: str | None, json_: bool, output: str | None, debug: bool,
-    view: str,
+    bpf: bool, view: str,
 ) -> None:
     """``sections`` / ``pgmaps``: one snapshot, rendered by ``render.jsondoc.<view>_document``
     with ``--json``, else by ``render.tables.<view>_table``."""
@@ -182,7 +191,7 @@ def _snapshot_view(
     def body() -> None:
         from subsecinspect.render import jsondoc, tables
 
-        snap = load_snapshot(target, vmlinux)
+        snap = load_snapshot(target, vmlinux, bpf=bpf)
         if json_:
             document = getattr(jsondoc, f"{view}_document")
             _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
@@ -201,8 +210,9 @@ def _view_command(view: str, doc: str) -> None:
         json_: JsonOpt = False,
         output: OutputOpt = None,
         debug: DebugOpt = False,
+        no_bpf: NoBpfOpt = False,
     ) -> None:
-        _snapshot_view(target, vmlinux, json_, output, debug, view)
+        _snapshot_view(target, vmlinux, json_, output, debug, not no_bpf, view)
 
     command.__doc__ = doc
     app.command(view)(command)

@@ -111,12 +111,17 @@ def _preload(modules: Sequence[str]) -> threading.Thread:
 
 
 def load_snapshot(
-    target: str | None, vmlinux: str | None, warn: bool = True, preload: Sequence[str] = ()
+    target: str | None,
+    vmlinux: str | None,
+    warn: bool = True,
+    preload: Sequence[str] = (),
+    bpf: bool = True,
 ) -> Snapshot:
     """A snapshot from a saved JSON file, or read from the live kernel / a vmcore.
 
     Its warnings are printed to stderr unless *warn* is false. *preload*: modules the
-    caller needs next, imported while drgn loads debug info (:func:`_preload`).
+    caller needs next, imported while drgn loads debug info (:func:`_preload`). *bpf*
+    false (``--no-bpf``): live, read only what /proc/kcore serves.
     """
     if target and target.endswith(".json"):
         if vmlinux:
@@ -155,7 +160,7 @@ def load_snapshot(
             loader.join()
         from subsecinspect.kernel.read import read_snapshot
 
-        snap = read_snapshot(prog, info)
+        snap = read_snapshot(prog, info, bpf_memmap=bpf)
     if warn:
         for w in snap.warnings:
             say(f"subsecinspect: warning: {w}")
@@ -204,14 +209,18 @@ _CLASSIFY_JSON_MODULES = ("subsecinspect.classify.decide", "subsecinspect.render
 
 
 def classify_json(
-    target: str | None, vmlinux: str | None, save: str | None, output: str | None
+    target: str | None,
+    vmlinux: str | None,
+    save: str | None,
+    output: str | None,
+    bpf: bool = True,
 ) -> None:
     """``classify --json``: read (or load) the snapshot, save it if asked, print the document."""
     from subsecinspect import __version__
     from subsecinspect.classify.decide import classify
     from subsecinspect.render import jsondoc
 
-    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES)
+    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES, bpf=bpf)
     if save:
         from subsecinspect.snapshot.codec import snapshot_to_json
 

@@ -267,7 +267,6 @@ def _range_memmap(
         if all(p.status is MemmapStatus.READ for p in probes):
             ok = all(altmap_free_fingerprint(p, ki) for p in probes)
             free_fp = "lru_self" if ok else "other"
-    del first_error
     return RangeMemmap(
         pgmap=pg.address,
         range_index=r.index,
@@ -277,6 +276,7 @@ def _range_memmap(
         readability=tuple(spans),
         samples=tuple(samples),
         altmap_free_fingerprint=free_fp,
+        error=first_error,
     )
 
 
@@ -302,8 +302,6 @@ def read_range_memmaps(
                 kinds = sorted({st.value for _, _, st in bad})
                 warnings.append(
                     f"pgmap {pg.address:#x} range {r.index}: memmap of {n} pages "
-                    f"{'/'.join(kinds)}"
-                    + (" (live /proc/kcore maps System RAM only; use a dump for these)"
-                       if target.kind == "live" else "")
+                    f"{'/'.join(kinds)}" + (f" ({mm.error})" if mm.error else "")
                 )
     return out, warnings

@@ -18,6 +18,7 @@ from drgn import Program
 
 from subsecinspect.errors import ReadError
 from subsecinspect.kernel.features import build_kernel_info
+from subsecinspect.kernel.livemem import attach_device_memmaps
 from subsecinspect.kernel.memmap import read_range_memmaps
 from subsecinspect.kernel.memory_blocks import read_memory_blocks
 from subsecinspect.kernel.nodes import (
@@ -138,8 +139,11 @@ def _check_complete_ranges(
     return out
 
 
-def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
+def read_snapshot(prog: Program, target: TargetInfo, bpf_memmap: bool = True) -> Snapshot:
     """Read everything the classifier needs from *prog* in one pass.
+
+    Live, the memmaps that ``/proc/kcore`` cannot read are read through BPF unless
+    *bpf_memmap* is false (:mod:`subsecinspect.kernel.livemem`).
 
     :raises UnsupportedKernelError: not SPARSEMEM_VMEMMAP, unknown layout.
     :raises ReadError: the ``mem_section`` root table is unreadable.
@@ -161,33 +165,36 @@ def read_snapshot(prog: Program, target: TargetInfo) -> Snapshot:
             "with makedumpfile -d 23 (or -d 0), which keeps slab pages"
         )
     warnings += _check_complete_ranges(ki, sections, pgmaps)
-    zones, w = read_zones(prog, ki)
-    warnings += w
-    present_pages = sum(z.present_pages for z in zones)
-    if present_pages > 0 and not any(s.present for s in sections):
-        raise ReadError(
-            f"no present section in mem_section although the zones hold {present_pages} "
-            "present pages: the mem_section roots are damaged"
-        )
-    warnings += check_zones_against_sections(ki, zones, sections)
-    overrides, w = validate_page_flags_layout(reader, zones, sections, pgmaps)
-    warnings += w
-    if overrides:
-        ki = dataclasses.replace(ki, zones_pgshift=overrides["zones_pgshift"],
-                                 nodes_pgshift=overrides["nodes_pgshift"])
-        reader.ki = ki
-    blocks, w = read_memory_blocks(prog, ki)
-    warnings += w
-    memmaps, w = read_range_memmaps(reader, target, pgmaps, tuple(zones))
-    warnings += w
-    if target.kind == "live":
-        sections, w = _live_guard(prog, ki, sections, words, pgmaps)
+    with attach_device_memmaps(prog, ki, pgmaps, target, bpf_memmap) as (bpf_stats, w):
         warnings += w
+        zones, w = read_zones(prog, ki)
+        warnings += w
+        present_pages = sum(z.present_pages for z in zones)
+        if present_pages > 0 and not any(s.present for s in sections):
+            raise ReadError(
+                f"no present section in mem_section although the zones hold {present_pages} "
+                "present pages: the mem_section roots are damaged"
+            )
+        warnings += check_zones_against_sections(ki, zones, sections)
+        overrides, w = validate_page_flags_layout(reader, zones, sections, pgmaps)
+        warnings += w
+        if overrides:
+            ki = dataclasses.replace(ki, zones_pgshift=overrides["zones_pgshift"],
+                                     nodes_pgshift=overrides["nodes_pgshift"])
+            reader.ki = ki
+        blocks, w = read_memory_blocks(prog, ki)
+        warnings += w
+        memmaps, w = read_range_memmaps(reader, target, pgmaps, tuple(zones))
+        warnings += w
+        if target.kind == "live":
+            sections, w = _live_guard(prog, ki, sections, words, pgmaps)
+            warnings += w
     stats = (
         ("struct_pages_read", reader.pages_read),
         ("sections", len(sections)),
         ("pgmaps", len(pgmaps)),
         ("pgmap_array_unreadable_nodes", xa_damaged),
+        *sorted(bpf_stats.items()),
         ("read_ms", int((time.monotonic() - t0) * 1000)),
     )
     return Snapshot(

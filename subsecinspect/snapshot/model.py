@@ -271,6 +271,9 @@ class RangeMemmap:
     #: Fingerprint of the altmap ``free`` (C5b) pages, when read: "lru_self" if
     #: the slot holds page+lru offset and zone==ZONE_DEVICE, "other" otherwise.
     altmap_free_fingerprint: str = ""
+    #: The first read fault met while probing readability (drgn's or the BPF reader's
+    #: message), ``""`` if none: the evidence of MEMMAP_UNREADABLE / NOT_CAPTURED.
+    error: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,10 +76,12 @@ def test_console_script_is_the_fast_entry_point() -> None:
          dict(target="x", vmlinux="vml", save="s.json", output="o.json")),
         (["classify", "--output", "o", "--debug", "--json"],
          dict(target=None, vmlinux=None, save=None, output="o", debug=True)),
+        (["classify", "--no-bpf", "--json"],
+         dict(target=None, vmlinux=None, save=None, output=None, bpf=False)),
     ],
 )
 def test_fast_args_accepted(argv: list[str], want: dict[str, object]) -> None:
-    assert cli.fast_classify_args(argv) == {"debug": False, **want}
+    assert cli.fast_classify_args(argv) == {"debug": False, "bpf": True, **want}
 
 
 @pytest.mark.parametrize(
@@ -92,6 +94,7 @@ def test_fast_args_accepted(argv: list[str], want: dict[str, object]) -> None:
         ["classify", "--json", "--", "x"], ["classify", "--json", "--jsonx"],
         ["classify", "--json", "-sVML"], ["classify", "--json=1"], ["classify", "-", "--json"],
         ["classify", "--json", "--save", "a", "--save", "b"],
+        ["classify", "--json", "--no-bpf", "--no-bpf"], ["classify", "--json", "--no-bpf=1"],
     ],
 )
 def test_fast_args_leave_the_rest_to_typer(argv: list[str]) -> None:
