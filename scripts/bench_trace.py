@@ -172,6 +172,7 @@ def guest(a: argparse.Namespace) -> int:
 
 def host(a: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from lab import ndctl
     from lab.vm import LabVM, Nvdimm
 
     flags = f" --pairs {a.pairs} --rounds {a.rounds} --settle {a.settle} --icount {a.icount}"
@@ -185,8 +186,7 @@ def host(a: argparse.Namespace) -> int:
     with LabVM(a.kernel, mem="1G", nvdimms=[Nvdimm("1G", "128K")], icount=icount,
                smp=2 if icount is None else 1, boot_timeout=120.0 * slow,
                name=f"bench-trace-{a.kernel}") as vm:
-        vm.run("ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all"
-               " && ndctl create-namespace -r region0 -m fsdax --map=dev -s 192M",
+        vm.run(f"{ndctl.reset_labels()} && {ndctl.create_namespace('fsdax', 'dev', 192 << 20)}",
                timeout=120 * slow, check=True)
         vm.put(Path(__file__), "/tmp/bench_trace.py")
         h = vm.send(f"cd /tmp; python3 /tmp/bench_trace.py --guest{flags} 2>/tmp/bench.err")

@@ -19,7 +19,6 @@ declared kmem layout, and the altmap arithmetic (kernel-semantics.md §2.3-2.6).
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,33 +28,16 @@ from typing import Any
 import pytest
 from bpfstate import guest_state
 
-from lab import groundtruth
-from lab.images import built_kernel, cache_dir
+from lab import kmod, ndctl
 from lab.scenarios import KMEM, apply_stage, check_layout, parse_iomem
 
 pytestmark = pytest.mark.lab
 
-BAD_WALKER = Path(__file__).resolve().parents[1] / "kmod" / "bad_walker"
 PFN_A = 0x100000  # namespace A: the first 192M of the region at 0x100000000
 PFN_B = 0x10C000  # namespace B: right after A
 NS_PAGES = 192 * 256
 TRACE = "python3 -m subsecinspect trace --seed --hot-walkers --json -d 1200"
-LABELS = "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all"
-
-
-def build_bad_walker(kernel_id: str) -> Path:
-    """bad_walker.ko for ``kernel_id``, built in lab-scenarios' chroot (groundtruth.build)."""
-    groundtruth.build(kernel_id)  # creates the chroot and unpacks the headers if needed
-    k = built_kernel(kernel_id)
-    suite = "trixie" if k.suite.startswith(("trixie", "sid", "forky")) else "bookworm"
-    out = cache_dir() / "kmod" / "out" / kernel_id
-    proc = subprocess.run(
-        [str(BAD_WALKER / "build.sh"), str(cache_dir() / "kmod" / f"chroot-{suite}"), k.kver,
-         str(out)],
-        capture_output=True, text=True, check=False,
-    )
-    assert proc.returncode == 0, f"building bad_walker.ko for {k.kver} failed:\n{proc.stderr}"
-    return out / "bad_walker.ko"
+NS_BYTES = NS_PAGES * 4096
 
 
 @dataclass
@@ -99,8 +81,8 @@ def _run_session(vm: Any, kernel: str, ko: Path) -> Session:
     t: dict[str, float] = {}
     before = guest_state(vm)
     vm.put(ko, "/tmp/bad_walker.ko")
-    _run(vm, LABELS)
-    _run(vm, "ndctl create-namespace -r region0 -m fsdax --map=dev -s 192M -n A")
+    _run(vm, ndctl.reset_labels())
+    _run(vm, ndctl.create_namespace("fsdax", "dev", NS_BYTES, "A"))
     t0 = time.monotonic()
     # $! must be python itself (not a subshell) for the SIGTERM below to reach the tracer
     h = vm.send(f"cd /tmp; {TRACE} > /tmp/t.jsonl 2> /tmp/t.err & echo $! > /tmp/t.pid; wait")
@@ -114,13 +96,13 @@ def _run_session(vm: Any, kernel: str, ko: Path) -> Session:
     t["seed_compile_attach_s"] = time.monotonic() - t0
     _run(vm, f"insmod /tmp/bad_walker.ko pfn_start={PFN_B:#x} pfn_count={NS_PAGES:#x} "
              f"step=0x400 reserve_pfn={PFN_A:#x} reserve_every=50 delay_us=100")
-    _run(vm, "ndctl create-namespace -r region0 -m fsdax --map=dev -s 192M -n B")
+    _run(vm, ndctl.create_namespace("fsdax", "dev", NS_BYTES, "B"))
     iomem = _run(vm, "cat /proc/iomem")
-    ndctl = _run(vm, "ndctl list -N")
+    ns_list = _run(vm, "ndctl list -N")
     _run(vm, "sleep 1")
     reads = int(_run(vm, "cat /sys/module/bad_walker/parameters/reads"))
     _run(vm, "rmmod bad_walker")
-    _run(vm, "ndctl destroy-namespace -f all")
+    _run(vm, ndctl.destroy_namespace())
     _run(vm, "rm -f /tmp/stop; (while [ ! -e /tmp/stop ]; do cat /proc/kpageflags >/dev/null; "
              "done) >/dev/null 2>&1 & echo $! > /tmp/kpf.pid")
     errors = []
@@ -142,7 +124,7 @@ def _run_session(vm: Any, kernel: str, ko: Path) -> Session:
         records=[json.loads(ln) for ln in out.splitlines() if ln.strip()],
         stderr=_run(vm, "cat /tmp/t.err"),
         iomem_with_b=iomem,
-        ndctl_with_b=ndctl,
+        ndctl_with_b=ns_list,
         kmem_layout_errors=errors,
         kprobe_events_after=_run(vm, "cat /sys/kernel/debug/tracing/kprobe_events"),
         walker_reads=reads,
@@ -153,7 +135,7 @@ def _run_session(vm: Any, kernel: str, ko: Path) -> Session:
 
 @pytest.fixture(scope="module")
 def session(kernel_id: str, boot_scenario: Any) -> Iterator[Session]:
-    ko = build_bad_walker(kernel_id)
+    ko = kmod.build(kernel_id, "bad_walker")
     with boot_scenario(KMEM, kernel_id, name=f"trace-{kernel_id}") as vm:
         s = _run_session(vm, kernel_id, ko)
         out = vm.run_dir / "trace.jsonl"  # kept with the console log for inspection

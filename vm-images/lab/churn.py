@@ -44,6 +44,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+from lab import ndctl
+
 __all__ = ("FLAPS", "PERMANENT", "PLAN", "Churn", "main", "namespace_extent")
 
 MiB = 1 << 20
@@ -147,12 +149,11 @@ class Churn:
         if op == "create" and ns is not None:
             return self._event(op, f"# {name} exists", time.monotonic(), 1, "", None)
         if op == "create":
-            cmd = (f"ndctl create-namespace -r region0 -m {mode} --map={map_} -s {mib}M "
-                   f"-n {name}")
+            cmd = ndctl.create_namespace(mode, map_, mib * MiB, name)
         elif ns is None:
             return self._event(op, f"# {name} does not exist", time.monotonic(), 1, "", None)
         elif op == "destroy":
-            cmd = f"ndctl destroy-namespace -f {ns['dev']}"
+            cmd = ndctl.destroy_namespace(ns["dev"])
         elif op == "kmem":
             cmd = f"daxctl reconfigure-device --mode=system-ram --no-online {ns['chardev']}"
         elif op in ("online", "offline"):

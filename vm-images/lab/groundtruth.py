@@ -1,41 +1,33 @@
-"""Ground truth from the guest kernel itself: the subsec_gt module (tests/kmod/).
+"""Ground truth from the guest kernel itself: the subsec_gt module (tests/kmod/subsec_gt/).
 
 The module answers, per PFN, what the running kernel's own predicates say: ``pfn_valid()``,
 ``pfn_to_online_page()``, ``get_dev_pagemap()``, ``pgmap_pfn_valid()`` (5.12+) and, where the
 kernel considers the struct page initialised, its zone, node and pgmap.
 
-:func:`build` compiles it per kernel of the matrix in a Debian build chroot under the lab cache
-(``$CACHE/kmod/``; the headers packages want ``/usr/src``, lab-notes §16): bookworm's gcc-12
-for 5.10 (with ``CC=gcc``: its headers name gcc-10), 6.1 and 6.12, trixie's gcc-14 for 7.2.
-It is rebuilt only when the module source, the build script or the kernel changes.
+:func:`build` compiles it per kernel of the matrix through :mod:`lab.kmod` (the lab's one
+module build path; rebuilt only when the module source, the build script or the kernel changes).
 :func:`load` copies it into a running :class:`~lab.vm.LabVM` and inserts it;
 :func:`query` asks it about PFNs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lab import apt
-from lab.images import built_kernel, cache_dir
+from lab import kmod
 
-__all__ = ("KMOD_SRC", "GroundTruth", "GroundTruthError", "build", "load", "module_path", "query")
+__all__ = ("GroundTruth", "GroundTruthError", "build", "load", "query")
 
-#: Module source, Kbuild and build script.
-KMOD_SRC = Path(__file__).resolve().parents[2] / "tests" / "kmod"
-_INPUTS = ("subsec_gt.c", "Kbuild", "build.sh")
+MODULE = "subsec_gt"
 _GUEST_KO = "/tmp/subsec_gt.ko"
 _DEBUGFS = "/sys/kernel/debug/subsec_gt/pfns"
 
 
 class GroundTruthError(RuntimeError):
-    """The module could not be built, loaded or queried (the message says why)."""
+    """The module could not be loaded or queried (the message says why)."""
 
 
 class _VM(Protocol):
@@ -59,57 +51,12 @@ class GroundTruth:
     page_pgmap: int | None
 
 
-def _chroot_suite(suite: str) -> str:
-    """The build chroot's suite: the kernels' own compiler where bookworm lacks it."""
-    return "trixie" if suite.startswith(("trixie", "sid", "forky")) else "bookworm"
-
-
-def _sources(suite: str) -> list[str]:
-    return [f"deb {url} {s} main" for url, s in apt.SUITES if s == suite]
-
-
-def module_path(kernel_id: str) -> Path:
-    """Where the built module of ``kernel_id`` is cached."""
-    return cache_dir() / "kmod" / "out" / kernel_id / "subsec_gt.ko"
-
-
-def _key(kver: str, chroot_suite: str) -> str:
-    h = hashlib.sha256(f"{kver}\0{chroot_suite}\0".encode())
-    for name in _INPUTS:
-        h.update((KMOD_SRC / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
 def build(kernel_id: str, force: bool = False) -> Path:
-    """Build (or reuse) subsec_gt.ko for ``kernel_id``; returns its path.
+    """Build (or reuse) subsec_gt.ko for ``kernel_id``; returns its path (:func:`lab.kmod.build`).
 
-    Needs root, debootstrap and access to deb.debian.org on first use (about 60 s per chroot,
-    1-6 s per module afterwards).
+    :raises lab.kmod.KmodError: the module could not be built.
     """
-    k = built_kernel(kernel_id)
-    suite = _chroot_suite(k.suite)
-    ko = module_path(kernel_id)
-    stamp = ko.with_name("stamp.json")
-    key = _key(k.kver, suite)
-    if not force and ko.exists() and stamp.exists():
-        if json.loads(stamp.read_text()).get("key") == key:
-            return ko
-    chroot = cache_dir() / "kmod" / f"chroot-{suite}"
-    cmd = [
-        str(KMOD_SRC / "build.sh"),
-        str(chroot),
-        suite,
-        k.kver,
-        str(ko.parent),
-        "--",
-        *_sources(k.suite),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not ko.exists():
-        tail = "\n".join(proc.stderr.splitlines()[-15:])
-        raise GroundTruthError(f"building subsec_gt.ko for {k.kver} failed:\n{tail}")
-    stamp.write_text(json.dumps({"key": key, "kver": k.kver, "chroot": suite}))
-    return ko
+    return kmod.build(kernel_id, MODULE, force=force)
 
 
 def load(vm: _VM, ko: Path) -> str:

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab import ndctl
 from lab.scenarios import (
     DEVICE_MEMORY_BASE,
     GiB,
@@ -77,9 +78,7 @@ TiB = 1 << 40
 AMD_HT_START = 0xFD_0000_0000
 LABEL_SIZE = 128 * 1024
 QEMU_ARGS = ("-cpu", "max,phys-bits=44")
-LABELS = GuestStep(
-    "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all"
-)
+LABELS = GuestStep(ndctl.reset_labels())
 #: (name, mode, map, raw size) of one namespace, created back to back in region0.
 NsSpec = tuple[str, str, str, int]
 
@@ -87,10 +86,7 @@ NsSpec = tuple[str, str, str, int]
 def create_step(spec: NsSpec, timeout: float = 600.0) -> GuestStep:
     """``ndctl create-namespace`` for ``spec`` (memmap init time under TCG: vm-images/README)."""
     name, mode, map_, raw = spec
-    return GuestStep(
-        f"ndctl create-namespace -r region0 -m {mode} --map={map_} -s {raw // MiB}M -n {name}",
-        timeout,
-    )
+    return GuestStep(ndctl.create_namespace(mode, map_, raw, name), timeout)
 
 
 def device_base(nvdimm: int) -> int:

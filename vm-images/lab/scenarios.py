@@ -11,6 +11,7 @@ The declared addresses follow from QEMU's ``pc`` machine: RAM below 4 GiB, the d
 
 from __future__ import annotations
 
+from lab import ndctl
 from lab.layout import (
     GiB,
     GuestStep,
@@ -74,9 +75,7 @@ ALL_KERNELS = ("5.10", "6.1", "6.12", "7.2")
 _PFN_INFO = 8 * 1024  # the pfn/dax info block at the start of a namespace (SZ_8K)
 _ALIGN = 2 * MiB  # default pfn/dax alignment on x86 (PMD size)
 
-_LABELS = GuestStep(
-    "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all"
-)
+_LABELS = GuestStep(ndctl.reset_labels())
 
 
 def data_offset(raw: int, map_: str) -> int:
@@ -95,9 +94,7 @@ def _ns(dev: str, mode: str, map_: str, raw: int, name: str | None = None) -> Na
 
 
 def _create(mode: str, map_: str, size: int, name: str) -> GuestStep:
-    return GuestStep(
-        f"ndctl create-namespace -r region0 -m {mode} --map={map_} -s {size // MiB}M -n {name}"
-    )
+    return GuestStep(ndctl.create_namespace(mode, map_, size, name))
 
 
 def _ram_blocks(mem: int) -> tuple[tuple[int, int, str], ...]:
@@ -172,7 +169,7 @@ LEGACY_PMEM = Scenario(
     stages=(
         Stage(
             "fsdax-dev",
-            (GuestStep("ndctl create-namespace -f -e namespace0.0 -m fsdax --map=dev"),),
+            (GuestStep(ndctl.reconfigure("namespace0.0", "fsdax", "dev")),),
             Layout(
                 (_ns("namespace0.0", "fsdax", "dev", 208 * MiB),),
                 _LEGACY,
@@ -315,7 +312,7 @@ _FREEZE_ONE = Layout(
     _ram_blocks(GiB),
 )
 FREEZE_CREATE = _create("fsdax", "dev", 192 * MiB, "F_fsdax_dev")
-FREEZE_DESTROY = GuestStep("ndctl destroy-namespace -f namespace0.0")
+FREEZE_DESTROY = GuestStep(ndctl.destroy_namespace("namespace0.0"))
 _FREEZE_KERNELS = (
     KernelSupport(
         "5.10",
