@@ -3,12 +3,11 @@
  * The contract between bpf/memmap_read.bpf.c and subsecinspect/probes/memmap_read.py
  * (parsed by tests/unit/test_probes_memmap_read.py; keep both sides in step).
  *
- * User space writes one request into memmap_req[0] and calls getppid(); the program,
- * attached to that syscall's entry and filtered by the reader's tgid, copies up to
- * MEMMAP_READ_CHUNKS chunks of MEMMAP_READ_CHUNK bytes from the requested kernel virtual
- * address into memmap_block[0], with one return code of bpf_probe_read_kernel() per chunk:
- * the helper zeroes its destination on a fault, so the codes are what tells a fault from
- * zeros.
+ * User space writes one request into memmap_req[0] and runs the program
+ * (BPF_PROG_TEST_RUN); it copies up to MEMMAP_READ_CHUNKS chunks of MEMMAP_READ_CHUNK bytes
+ * from the requested kernel virtual address into memmap_block[0], with one return code of
+ * bpf_probe_read_kernel() per chunk: the helper zeroes its destination on a fault, so the
+ * codes are what tells a fault from zeros.
  */
 #ifndef SUBSEC_MEMMAP_READ_H
 #define SUBSEC_MEMMAP_READ_H

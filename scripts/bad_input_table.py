@@ -42,6 +42,7 @@ TITLES = {
     "test_cli_guest": "Live kernel in a lab guest",
     "test_races": "Live races in a lab guest (hotplug while classifying)",
     "trace": "The tracer (lab: failures and signals; nothing may stay attached)",
+    "live": "The live BPF memmap reader (lab: nothing may stay loaded)",
 }
 OUTCOME = {"passed": "", "failed": " **(test failed)**", "skipped": " (skipped)",
            "unknown": ""}

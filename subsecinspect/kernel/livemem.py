@@ -118,7 +118,10 @@ class DeviceMemmapSource:
             raise drgn.FaultError("the BPF memmap reader is closed (the snapshot was read)",
                                   address)
         start, end = max(base, lo), min(base + self._block, hi)
-        data, codes = self._read_chunks(start, (end - start) // self._chunk)
+        try:
+            data, codes = self._read_chunks(start, (end - start) // self._chunk)
+        except Exception as e:  # bpf(2) itself failed: this block is not known
+            raise drgn.FaultError(f"BPF read failed: {e}", address) from None
         entry = (start, data, codes)
         self._cache[key] = entry
         if len(self._cache) > _CACHE_BLOCKS:

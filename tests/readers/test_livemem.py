@@ -6,6 +6,7 @@ tests/vm/test_livemem.py.
 
 from __future__ import annotations
 
+import ctypes
 import re
 from pathlib import Path
 
@@ -25,14 +26,52 @@ def _define(name: str) -> int:
     return int(m[1])
 
 
+def _struct_fields(name: str) -> list[tuple[str, str]]:
+    body = re.search(rf"struct {name} \{{(.*?)\}};", HEADER.read_text(), re.S)
+    assert body, f"struct {name} not in {HEADER}"
+    out = []
+    for line in body[1].splitlines():
+        line = line.split("/*")[0].strip()
+        if line:
+            m = re.fullmatch(r"(\w+)\s+(\w+)(\[[\w *]+\])?;", line)
+            assert m, f"cannot parse {line!r}"
+            out.append((m[2], m[1] + (m[3] or "")))
+    return out
+
+
+_C = {"__u64": ctypes.c_uint64, "__u32": ctypes.c_uint32, "__s32": ctypes.c_int32,
+      "__u8": ctypes.c_uint8}
+
+
+def _ctype(decl: str) -> object:
+    base, _, dim = decl.partition("[")
+    t = _C[base]
+    if dim:
+        names = {"MEMMAP_READ_CHUNKS": M.CHUNKS, "MEMMAP_READ_CHUNK": M.CHUNK}
+        n = 1
+        for factor in dim.rstrip("]").split("*"):
+            factor = factor.strip()
+            n *= names[factor] if factor in names else int(factor)
+        return t * n
+    return t
+
+
 def test_constants_match_the_header() -> None:
     assert (M.CHUNK, M.CHUNKS, M.NOT_ASKED) == (
         _define("MEMMAP_READ_CHUNK"), _define("MEMMAP_READ_CHUNKS"),
         _define("MEMMAP_READ_NOT_ASKED"),
     )  # fmt: skip
-    block = re.search(r"struct memmap_read_block \{(.*?)\};", HEADER.read_text(), re.S)
-    assert block and "rc[MEMMAP_READ_CHUNKS]" in block[1]
-    assert "data[MEMMAP_READ_CHUNKS * MEMMAP_READ_CHUNK]" in block[1]
+
+
+@pytest.mark.parametrize(("cname", "cls"), [("memmap_read_req", M.Request),
+                                            ("memmap_read_block", M.Block)])
+def test_structs_match_the_header(cname: str, cls: type[ctypes.Structure]) -> None:
+    c = _struct_fields(cname)
+    py = [(f[0], f[1]) for f in cls._fields_]
+    assert [n for n, _ in c] == [n for n, _ in py]
+    for (name, decl), (_, t) in zip(c, py, strict=True):
+        want = _ctype(decl)
+        assert ctypes.sizeof(t) == ctypes.sizeof(want), name  # type: ignore[arg-type]
 
 
 def test_spans_cover_altmap_pgmaps_only_merged_and_page_aligned() -> None:

@@ -3,9 +3,11 @@
 For each kernel of the matrix: boot the guest of scenario ``nvdimm-mixed`` (1 GiB RAM, a
 labelled 1 GiB NVDIMM, fsdax/devdax x map=dev/map=mem namespaces of 192M/96M/160M/272M created
 back to back), check the layout the guest reports against the declaration, then run
-``python3 -m subsecinspect classify /proc/kcore --json`` in the guest, take a QMP ELF dump
-(``dump-guest-memory``, paging false) into a temporary file on the host, run
-``subsecinspect classify DUMP -s <host vmlinux> --json`` on it and delete the dump.
+``python3 -m subsecinspect classify /proc/kcore --json`` in the guest (the on-device
+memmaps of the map=dev namespaces read through the BPF reader), again with ``--no-bpf``
+(/proc/kcore only), take a QMP ELF dump (``dump-guest-memory``, paging false) into a
+temporary file on the host, run ``subsecinspect classify DUMP -s <host vmlinux> --json``
+on it and delete the dump. Live must equal the dump range by range.
 
 Ground truth comes from the guest itself (ndctl list -N, /proc/iomem, memory-block states)
 plus the kernel rules the layout follows: the pfn info block is 8 KiB (two pages, the altmap
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from bpfstate import guest_state
 from classdoc import (
     INFO_BLOCK_PAGES,
     PAGE,
@@ -55,6 +58,9 @@ KERNELS = tuple(k for k in KERNELS if k in (os.environ.get("LAB_KERNELS", "").sp
 class Run:
     kernel: str
     live: dict[str, Any]
+    live_kcore: dict[str, Any]
+    live_stderr: str
+    left_attached: dict[str, Any]
     dump: dict[str, Any]
     observed: Observed
     namespaces: tuple[Namespace, ...]
@@ -84,12 +90,19 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         observed = apply(vm, SCENARIO)[-1]
         problems = check_layout(observed, SCENARIO.stages[-1].layout)
         assert not problems, f"guest layout differs from the declaration: {problems}"
+        before = guest_state(vm)
         t = time.monotonic()
-        r = vm.run("python3 -m subsecinspect classify /proc/kcore --json", timeout=600)
+        r = vm.run("python3 -m subsecinspect classify /proc/kcore --json", timeout=900)
         timings["live_classify"] = time.monotonic() - t
         assert r.rc == 0, r.stderr
         assert "Traceback" not in r.stderr
-        live = json.loads(r.stdout)
+        live, live_stderr = json.loads(r.stdout), r.stderr
+        left = guest_state(vm).added_since(before)
+        t = time.monotonic()
+        r = vm.run("python3 -m subsecinspect classify /proc/kcore --json --no-bpf", timeout=600)
+        timings["live_classify_no_bpf"] = time.monotonic() - t
+        assert r.rc == 0, r.stderr
+        live_kcore = json.loads(r.stdout)
         dump = tmp / "guest.vmcore"
         t = time.monotonic()
         vm.dump(dump, "elf")
@@ -105,7 +118,8 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         for e in observed.iomem if e.depth == 0 and e.name == "System RAM"
     )
     print(f"{kernel}: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    yield Run(kernel, live, dumped, observed, namespaces(observed), system_ram, timings)
+    yield Run(kernel, live, live_kcore, live_stderr, left, dumped, observed,
+              namespaces(observed), system_ram, timings)
 
 
 def assert_exactly(doc: dict[str, Any], start: int, end: int, cls: str) -> None:
@@ -121,7 +135,7 @@ def _unreadable_live(ns: Namespace) -> tuple[int, int] | None:
 
 
 def test_ranges_cover_every_pfn_once(run: Run) -> None:
-    for doc in (run.live, run.dump):
+    for doc in (run.live, run.live_kcore, run.dump):
         pos = 0
         for r in doc["ranges"]:
             assert r["start_pfn"] == pos and r["end_pfn"] > pos
@@ -182,7 +196,8 @@ def test_partial_tail_section_is_subsection_gap(run: Run) -> None:
         assert doc["end_pfn"] == section_end
 
 
-def test_live_map_dev_memmap_unreadable_exactly(run: Run) -> None:
+def test_live_map_dev_memmap_unreadable_exactly_without_bpf(run: Run) -> None:
+    """``--no-bpf``: /proc/kcore maps System RAM only, so the on-device memmaps are unknown."""
     want: list[tuple[int, int]] = []
     for ns in run.namespaces:
         span = _unreadable_live(ns)
@@ -191,7 +206,7 @@ def test_live_map_dev_memmap_unreadable_exactly(run: Run) -> None:
             a = max(span[0], ns.raw_start + INFO_BLOCK_PAGES)
             want.append((a, span[1]))
     got = []
-    for r in run.live["ranges"]:
+    for r in run.live_kcore["ranges"]:
         if r["class"] == "MEMMAP_UNREADABLE":
             if got and got[-1][1] == r["start_pfn"]:
                 got[-1] = (got[-1][0], r["end_pfn"])
@@ -201,15 +216,38 @@ def test_live_map_dev_memmap_unreadable_exactly(run: Run) -> None:
     assert not any(r["class"] == "MEMMAP_UNREADABLE" for r in run.dump["ranges"])
 
 
-def test_live_and_dump_agree_elsewhere(run: Run) -> None:
-    cuts = sorted({r[k] for d in (run.live, run.dump) for r in d["ranges"]
+def test_live_without_bpf_agrees_with_the_dump_elsewhere(run: Run) -> None:
+    cuts = sorted({r[k] for d in (run.live_kcore, run.dump) for r in d["ranges"]
                    for k in ("start_pfn", "end_pfn")})
     for a, b in itertools.pairwise(cuts):
-        lv, dp = range_at(run.live, a), range_at(run.dump, a)
+        lv, dp = range_at(run.live_kcore, a), range_at(run.dump, a)
         if lv["class"] == "MEMMAP_UNREADABLE":
             assert lv["evidence"]["lifecycle_class"] == dp["class"], (a, b)
         else:
             assert lv["class"] == dp["class"], (hex(a), hex(b), lv, dp)
+
+
+def _classes(doc: dict[str, Any]) -> list[tuple[int, int, str]]:
+    return [(r["start_pfn"], r["end_pfn"], r["class"]) for r in doc["ranges"]]
+
+
+def test_live_through_bpf_equals_the_dump(run: Run) -> None:
+    """The map=dev memmaps read through BPF: every range and class as in the dump."""
+    assert _classes(run.live) == _classes(run.dump)
+    assert run.live["end_pfn"] == run.dump["end_pfn"]
+    assert not any(r["class"] == "MEMMAP_UNREADABLE" for r in run.live["ranges"])
+    assert run.live["stats"]["memmap_bpf_calls"] > 0
+    assert "BPF memmap reader unavailable" not in run.live_stderr
+
+
+def test_live_through_bpf_evidence_equals_the_dump(run: Run) -> None:
+    # Only the fingerprint samples' addresses and counters may differ between the two reads.
+    for lv, dp in zip(run.live["ranges"], run.dump["ranges"], strict=True):
+        assert lv["evidence"] == dp["evidence"], (hex(lv["start_pfn"]), lv, dp)
+
+
+def test_the_bpf_reader_leaves_nothing_attached(run: Run) -> None:
+    assert run.left_attached == {}
 
 
 def test_struct_pages_read_are_bounded(run: Run) -> None:
