@@ -219,11 +219,8 @@ def audit(
         names = _model_names(list(model or []))
         snap = load_snapshot(target, vmlinux)
         result = do_audit(snap, do_classify(snap), names)
-        if json_:
-            _emit(jsondoc.dumps(auditdoc.audit_document(snap, result, tool_version=__version__)),
-                  output)
-        else:
-            _emit(auditdoc.audit_tables(result), output)
+        doc = auditdoc.audit_document(snap, result, tool_version=__version__) if json_ else None
+        _emit(jsondoc.dumps(doc) if doc is not None else auditdoc.audit_tables(result), output)
 
     _run(debug, body)
 
