@@ -142,3 +142,19 @@ def test_cli_audit_json_lists_every_model_and_rejects_unknown_ones(tmp_path: Pat
     assert "unknown model 'nope'" in bad.output
     tables = CliRunner().invoke(app, ["audit", str(path), "-m", "kernel", "-m", "section-flag"])
     assert tables.exit_code == 0 and "model section-flag" in tables.stdout
+
+
+def test_groundtruth_parses_module_v2_lines_and_still_v1() -> None:
+    from lab.groundtruth import parse
+
+    v2 = ("subsec_gt v2 release=6.1 pgmap_pfn_valid=kernel\n"
+          "pfn=0x45000 valid=1 online=0 pgmap=0xffff1 pgmap_pfn_valid=0 zone=- zone_idx=- "
+          "nid=- page_pgmap=- dev_pagemap=0xffff1 dev_pgmap_pfn_valid=0\n"
+          "pfn=0x12d000 valid=0 online=0 pgmap=- pgmap_pfn_valid=- zone=- zone_idx=- nid=- "
+          "page_pgmap=- dev_pagemap=0xffff2 dev_pgmap_pfn_valid=1\n")
+    a, b = parse(v2)
+    assert (a.dev_pagemap, a.dev_pgmap_pfn_valid) == (0xFFFF1, False)
+    assert (b.pgmap, b.dev_pagemap, b.dev_pgmap_pfn_valid) == (None, 0xFFFF2, True)
+    (old,) = parse("pfn=0x1 valid=1 online=1 pgmap=- pgmap_pfn_valid=- zone=DMA zone_idx=0 "
+                   "nid=0 page_pgmap=-\n")
+    assert (old.dev_pagemap, old.dev_pgmap_pfn_valid, old.zone) == (None, None, "DMA")

@@ -33,6 +33,7 @@ __all__ = (
     "ClassTally",
     "ModelAudit",
     "QuestionTally",
+    "answer_spans",
     "audit",
     "judge",
     "pieces",
@@ -168,3 +169,20 @@ def audit(snapshot: Snapshot, classification: Classification,
                 t.add(judge(ans.question, ans.page, cls, spec.initialised), a, b)
                 q.lookups += ans.lookups * (b - a)
     return Audit(tuple(out), classification.end_pfn)
+
+
+def answer_spans(snapshot: Snapshot, classification: Classification,
+                 model: str = "kernel") -> dict[str, list[tuple[int, int, bool]]]:
+    """Per question of *model*: maximal ``(start, end, page)`` spans of its answer over
+    ``[0, end_pfn)`` (what the ground-truth lab test compares with the running kernel)."""
+    ix = SnapshotIndex(snapshot)
+    inp = AuditInput(snapshot, ix)
+    out: dict[str, list[tuple[int, int, bool]]] = {}
+    for a, b, _ in pieces(ix, classification):
+        for ans in MODELS[model].evaluate(inp, a):
+            spans = out.setdefault(ans.question, [])
+            if spans and spans[-1][1] == a and spans[-1][2] == ans.page:
+                spans[-1] = (spans[-1][0], b, ans.page)
+            else:
+                spans.append((a, b, ans.page))
+    return out
