@@ -96,14 +96,11 @@ static struct dev_pagemap *gt_page_pgmap(struct page *page)
 #endif
 }
 
-static struct dev_pagemap *gt_get_dev_pagemap(unsigned long pfn)
-{
 #ifdef GT_GET_DEV_PAGEMAP_ONE_ARG
-	return get_dev_pagemap(pfn);
+#define gt_get_dev_pagemap(pfn) get_dev_pagemap(pfn)
 #else
-	return get_dev_pagemap(pfn, NULL);
+#define gt_get_dev_pagemap(pfn) get_dev_pagemap(pfn, NULL)
 #endif
-}
 
 /* get_dev_pagemap() without the pfn_valid() guard that memory_failure() puts before it. */
 static void gt_show_any_pgmap(struct seq_file *m, unsigned long pfn)
