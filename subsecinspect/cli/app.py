@@ -1,6 +1,6 @@
 """The typer app behind :func:`subsecinspect.cli.main`: every command line but the fast path.
 
-``classify`` (tables or JSON), ``explain``, ``sections``, ``pgmaps`` and
+``classify`` (tables or JSON), ``explain``, ``audit``, ``sections``, ``pgmaps`` and
 ``trace``, with help texts and usage errors. Loading, warnings, errors, exit
 codes and atomic writes are the helpers of :mod:`subsecinspect.cli.common`, shared
 with the typer-free fast path of ``classify --json``.
@@ -25,7 +25,7 @@ from subsecinspect.cli.common import (
     run_guarded,
     write_atomic,
 )
-from subsecinspect.errors import EXIT_CODES
+from subsecinspect.errors import EXIT_CODES, OptionError
 
 __all__ = ("app",)
 
@@ -177,6 +177,59 @@ def explain(
                   output)
         else:
             _emit(tables.explain_panel(exp), output)
+
+    _run(debug, body)
+
+
+def _model_names(models: list[str]) -> list[str]:
+    """The ``--model`` values, ``all`` expanded, duplicates dropped, in report order.
+
+    :raises OptionError: an unknown model name.
+    """
+    from subsecinspect.classify.audit.models import MODELS
+
+    names = models or ["kernel"]
+    bad = [n for n in names if n != "all" and n not in MODELS]
+    if bad:
+        raise OptionError(f"unknown model {bad[0]!r}: use one of {', '.join(MODELS)} or all")
+    return [n for n in MODELS if "all" in names or n in names]
+
+
+@app.command()
+def audit(
+    target: TargetArg = None,
+    vmlinux: VmlinuxOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="kernel (default), init-reserved, section-flag, "
+                     "subsection-zone-device, subsection-initialised, or all; repeatable"),
+    ] = None,
+    json_: JsonOpt = False,
+    output: OutputOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Per class, which PFNs the kernel's predicates (and the 2019 alternatives) answer
+    right, unsafe (a struct page that is not initialised) or over-cautious (a valid one hidden).
+
+    Examples:
+
+      subsecinspect audit                            # live: the running kernel's predicates
+
+      subsecinspect audit vmcore -s vmlinux --model all   # every model, on a dump
+
+      subsecinspect audit snap.json -m kernel -m subsection-initialised --json
+    """
+
+    def body() -> None:
+        from subsecinspect.classify.audit.tally import audit as do_audit
+        from subsecinspect.classify.decide import classify as do_classify
+        from subsecinspect.render import auditdoc, jsondoc
+
+        names = _model_names(list(model or []))
+        snap = load_snapshot(target, vmlinux)
+        result = do_audit(snap, do_classify(snap), names)
+        doc = auditdoc.audit_document(snap, result, tool_version=__version__) if json_ else None
+        _emit(jsondoc.dumps(doc) if doc is not None else auditdoc.audit_tables(result), output)
 
     _run(debug, body)
 

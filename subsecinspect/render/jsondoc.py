@@ -75,6 +75,7 @@ __all__ = (
     "classification_document",
     "dumps",
     "explain_document",
+    "header",
     "pgmaps_document",
     "range_object",
     "sections_document",
@@ -107,6 +108,11 @@ def _header(snapshot: Snapshot, document: str, tool_version: str | None) -> dict
         "target": target,
         "warnings": list(snapshot.warnings),
     }
+
+
+def header(snapshot: Snapshot, document: str, tool_version: str | None) -> dict[str, Any]:
+    """The common head of every document (also used by :mod:`subsecinspect.render.auditdoc`)."""
+    return _header(snapshot, document, tool_version)
 
 
 def range_object(r: ClassRange, page_shift: int) -> dict[str, Any]:

@@ -25,6 +25,8 @@ for mod in [m for m in sys.modules if m == "drgn" or m.startswith("drgn.")]:
 
 import subsecinspect.snapshot.model, subsecinspect.classify.decide, subsecinspect.snapshot.pageinit
 import subsecinspect.classify.predicates, subsecinspect.classify.explain
+import subsecinspect.classify.audit.models, subsecinspect.classify.audit.tally
+import subsecinspect.render.auditdoc
 import subsecinspect.render.jsondoc, subsecinspect.render.tables, subsecinspect.render.picture
 from subsecinspect.classify.decide import classify
 from subsecinspect.snapshot.codec import snapshot_from_json

@@ -12,6 +12,9 @@ module build path; rebuilt only when the module source, the build script or the 
 
 from __future__ import annotations
 
+import base64
+import gzip
+import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,7 @@ from typing import Any, Protocol
 
 from lab import kmod
 
-__all__ = ("GroundTruth", "GroundTruthError", "build", "load", "query")
+__all__ = ("GroundTruth", "GroundTruthError", "build", "load", "query", "query_spans")
 
 MODULE = "subsec_gt"
 _GUEST_KO = "/tmp/subsec_gt.ko"
@@ -49,6 +52,10 @@ class GroundTruth:
     zone_idx: int | None
     nid: int | None
     page_pgmap: int | None
+    #: get_dev_pagemap() without the pfn_valid() guard, and pgmap_pfn_valid() for it
+    #: (module v2; ``None`` from a v1 module or where there is no pgmap / no such function).
+    dev_pagemap: int | None = None
+    dev_pgmap_pfn_valid: bool | None = None
 
 
 def build(kernel_id: str, force: bool = False) -> Path:
@@ -98,6 +105,8 @@ def parse(text: str) -> list[GroundTruth]:
                 zone_idx=_opt_int(f["zone_idx"], 10),
                 nid=_opt_int(f["nid"], 10),
                 page_pgmap=_opt_int(f["page_pgmap"]),
+                dev_pagemap=_opt_int(f.get("dev_pagemap", "-")),
+                dev_pgmap_pfn_valid=_opt_bool(f.get("dev_pgmap_pfn_valid", "-")),
             )
         )
     return out
@@ -117,3 +126,34 @@ def query(vm: _VM, pfns: Iterable[int]) -> list[GroundTruth]:
     if res.rc != 0:
         raise GroundTruthError(f"querying subsec_gt failed (rc={res.rc}): {res.stderr}")
     return parse(str(res.stdout))
+
+
+#: Guest side of :func:`query_spans`: expand the spans, ask the module 65536 PFNs at a time
+#: (its list limit), gzip + base64 the answers (the channel is a TCG-emulated UART).
+_SPANS_SCRIPT = """
+import base64,gzip,os,sys
+pfns=[p for t in sys.stdin.read().split() for a,b in [t.split('-')]
+      for p in range(int(a,16),int(b,16))]
+out=[]
+for i in range(0,len(pfns),65536):
+    fd=os.open('{path}',os.O_WRONLY|os.O_TRUNC)
+    chunk=pfns[i:i+65536]
+    for j in range(0,len(chunk),4000):
+        os.write(fd,' '.join(hex(p) for p in chunk[j:j+4000]).encode())
+    os.close(fd)
+    out.append(open('{path}').read())
+sys.stdout.write(base64.b64encode(gzip.compress(''.join(out).encode(),1)).decode())
+"""
+
+
+def query_spans(
+    vm: _VM, spans: Iterable[tuple[int, int]], timeout: float = 900
+) -> list[GroundTruth]:
+    """Ask the loaded module about every PFN of the ``[start, end)`` *spans* (any number:
+    the guest expands them and queries in rounds of 65536)."""
+    text = " ".join(f"{a:x}-{b:x}" for a, b in spans if b > a)
+    script = _SPANS_SCRIPT.format(path=_DEBUGFS)
+    res = vm.run(f"python3 -c {shlex.quote(script)} <<'EOF'\n{text}\nEOF", timeout=timeout)
+    if res.rc != 0:
+        raise GroundTruthError(f"querying subsec_gt failed (rc={res.rc}): {res.stderr}")
+    return parse(gzip.decompress(base64.b64decode(str(res.stdout).strip())).decode())

@@ -18,7 +18,10 @@
  *                           pgmap_pfn_valid() is true (on kernels without pgmap_pfn_valid the
  *                           same test is done here: pfn >= range start + vmem_altmap_offset())
  *     page_pgmap=0x...|-    the pgmap recorded in the (head) struct page of a ZONE_DEVICE page
- *   The first line is a header "subsec_gt v1 release=<uts release> pgmap_pfn_valid=<how>".
+ *     dev_pagemap=0x...|-   get_dev_pagemap() asked whatever pfn_valid() says (xa_load + tryget
+ *                           is safe for any PFN; the audit's get_dev_pagemap question)
+ *     dev_pgmap_pfn_valid=0|1|-  pgmap_pfn_valid() for that pgmap ("-" as above)
+ *   The first line is a header "subsec_gt v2 release=<uts release> pgmap_pfn_valid=<how>".
  */
 #include <linux/debugfs.h>
 #include <linux/kprobes.h>
@@ -93,6 +96,29 @@ static struct dev_pagemap *gt_page_pgmap(struct page *page)
 #endif
 }
 
+#ifdef GT_GET_DEV_PAGEMAP_ONE_ARG
+#define gt_get_dev_pagemap(pfn) get_dev_pagemap(pfn)
+#else
+#define gt_get_dev_pagemap(pfn) get_dev_pagemap(pfn, NULL)
+#endif
+
+/* get_dev_pagemap() without the pfn_valid() guard that memory_failure() puts before it. */
+static void gt_show_any_pgmap(struct seq_file *m, unsigned long pfn)
+{
+	struct dev_pagemap *pgmap = gt_get_dev_pagemap(pfn);
+
+	if (!pgmap) {
+		seq_puts(m, " dev_pagemap=- dev_pgmap_pfn_valid=-");
+		return;
+	}
+	seq_printf(m, " dev_pagemap=0x%px", pgmap);
+	if (gt_pgmap_pfn_valid)
+		seq_printf(m, " dev_pgmap_pfn_valid=%d", gt_pgmap_pfn_valid(pgmap, pfn));
+	else
+		seq_puts(m, " dev_pgmap_pfn_valid=-");
+	put_dev_pagemap(pgmap);
+}
+
 static void gt_show_pfn(struct seq_file *m, unsigned long pfn)
 {
 	struct dev_pagemap *pgmap;
@@ -102,11 +128,7 @@ static void gt_show_pfn(struct seq_file *m, unsigned long pfn)
 	valid = pfn_valid(pfn);
 	seq_printf(m, "pfn=0x%lx valid=%d", pfn, valid);
 	seq_printf(m, " online=%d", pfn_to_online_page(pfn) != NULL);
-#ifdef GT_GET_DEV_PAGEMAP_ONE_ARG
-	pgmap = valid ? get_dev_pagemap(pfn) : NULL;
-#else
-	pgmap = valid ? get_dev_pagemap(pfn, NULL) : NULL;
-#endif
+	pgmap = valid ? gt_get_dev_pagemap(pfn) : NULL;
 	if (pgmap) {
 		seq_printf(m, " pgmap=0x%px", pgmap);
 		if (gt_pgmap_pfn_valid) {
@@ -136,6 +158,7 @@ static void gt_show_pfn(struct seq_file *m, unsigned long pfn)
 	}
 	if (pgmap)
 		put_dev_pagemap(pgmap);
+	gt_show_any_pgmap(m, pfn);
 	seq_putc(m, '\n');
 }
 
@@ -144,7 +167,7 @@ static int gt_show(struct seq_file *m, void *v)
 	unsigned int i;
 
 	mutex_lock(&gt_lock);
-	seq_printf(m, "subsec_gt v1 release=%s pgmap_pfn_valid=%s\n", utsname()->release,
+	seq_printf(m, "subsec_gt v2 release=%s pgmap_pfn_valid=%s\n", utsname()->release,
 		   gt_pgmap_pfn_valid ? "kernel" : "mirrored");
 	for (i = 0; i < gt_nr; i++)
 		gt_show_pfn(m, gt_pfns[i]);
