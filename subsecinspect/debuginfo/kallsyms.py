@@ -1,0 +1,126 @@
+"""The kernel's built-in kallsyms tables, read from a dump for a few names only.
+
+Mirrors ``kallsyms_expand_symbol()`` and ``kallsyms_sym_address()`` of
+kernel/kallsyms.c and the tables scripts/kallsyms.c emits: ``kallsyms_names``
+(per symbol a length, 1 byte or, since v6.1 73bbb94466fd ("kallsyms: support
+"big" kernel symbols"), 2 when the high bit is set, then token indexes),
+``kallsyms_token_table`` / ``kallsyms_token_index`` and ``kallsyms_offsets``
+relative to ``kallsyms_relative_base``, with x86_64's ``--absolute-percpu``
+(non-negative offsets are absolute) before v6.15, or to ``_text`` once the base
+was dropped. VMCOREINFO locates them since v6.0 (f09bddbd8661).
+
+drgn 0.3.0's ``load_vmlinux_kallsyms`` expands every symbol (0.12 s of a 6.1 dump
+on the host); the readers need about twenty. Only the entries whose first token
+can begin a wanted name are expanded.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+
+import drgn
+from drgn import Program
+
+from subsecinspect.errors import DebugInfoError
+
+__all__ = ("find_builtin_kallsyms",)
+
+def _read(prog: Program, addr: int, size: int, what: str) -> bytes:
+    try:
+        return prog.read(addr, size)
+    except drgn.FaultError as e:
+        raise DebugInfoError(f"kallsyms table {what} at {addr:#x} is not in the dump: {e}"
+                             ) from None
+
+
+def _tokens(prog: Program, table: int, index: int) -> list[bytes]:
+    idx = struct.unpack("<256H", _read(prog, index, 512, "kallsyms_token_index"))
+    raw = _read(prog, table, max(idx) + 256, "kallsyms_token_table")
+    out = []
+    for off in idx:
+        end = raw.find(b"\0", off)
+        out.append(raw[off:end] if end >= 0 else b"")
+    return out
+
+
+def find_builtin_kallsyms(
+    prog: Program, info: dict[str, str], wanted: Iterable[str]
+) -> dict[str, int]:
+    """Addresses of the *wanted* names in the dump's kallsyms (absent names are left out).
+
+    :raises DebugInfoError: VMCOREINFO lacks the tables, or they are not in the dump.
+    """
+    def sym(name: str) -> int:
+        v = info.get(f"SYMBOL({name})")
+        if v is None:
+            raise DebugInfoError(
+                f"this dump's VMCOREINFO has no SYMBOL({name}) (kallsyms is located there "
+                "since v6.0, f09bddbd8661); pass -m/--system-map "
+                "/boot/System.map-<release> of the dumped kernel, or -s/--vmlinux"
+            )
+        return int(v, 16)
+
+    names_at, table_at = sym("kallsyms_names"), sym("kallsyms_token_table")
+    num = struct.unpack("<I", _read(prog, sym("kallsyms_num_syms"), 4, "kallsyms_num_syms"))[0]
+    if not 0 < num < 1 << 22 or not names_at < table_at <= names_at + (num << 9):
+        raise DebugInfoError(f"kallsyms tables look damaged ({num} symbols)")
+    tokens = _tokens(prog, table_at, sym("kallsyms_token_index"))
+    names = _read(prog, names_at, table_at - names_at, "kallsyms_names")
+    want = {w.encode() for w in wanted}
+    # First tokens that can begin a wanted name: type letter + a prefix of the name; a
+    # lone type letter must be followed by a token that begins one (0: no, 1: yes, 2: ask).
+    first_ok = [
+        (2 if len(t) == 1 else int(any(w.startswith(t[1:]) for w in want))) if t else 0
+        for t in tokens
+    ]
+    second_ok = [bool(t) and any(w.startswith(t) for w in want) for t in tokens]
+    found: dict[bytes, int] = {}
+    join = b"".join
+    pos = 0
+    end = len(names)
+    for i in range(num):
+        # One pass over the lengths; only entries whose first token fits are expanded.
+        if pos >= end:
+            raise DebugInfoError("kallsyms_names ends before kallsyms_num_syms names")
+        ln = names[pos]
+        if ln & 0x80:
+            ln = (ln & 0x7F) | names[pos + 1] << 7
+            pos += 1
+        a = pos + 1
+        pos = a + ln
+        ok = first_ok[names[a]] if ln else 0
+        if ok == 2:
+            ok = ln > 1 and second_ok[names[a + 1]]
+        if ok:
+            name = join([tokens[t] for t in names[a:pos]])[1:]
+            if name in want and name not in found:
+                found[name] = i
+    if not found:
+        return {}
+    offs_at = sym("kallsyms_offsets")
+    base = info.get("SYMBOL(kallsyms_relative_base)")
+    out: dict[str, int] = {}
+    anchor = int(info["SYMBOL(_stext)"], 16) if "SYMBOL(_stext)" in info else None
+    order = sorted(found.items(), key=lambda kv: kv[1])
+    raw = {i: struct.unpack("<i", _read(prog, offs_at + 4 * i, 4, "kallsyms_offsets"))[0]
+           for _, i in order}
+    if base is None:
+        # Since the relative base was dropped, offsets are unsigned from _text (== _stext
+        # on x86_64: arch/x86/kernel/vmlinux.lds.S sets both at the start of .text).
+        if anchor is None:
+            raise DebugInfoError("VMCOREINFO has neither kallsyms_relative_base nor _stext")
+        for name, i in order:
+            out[name.decode()] = anchor + (raw[i] & 0xFFFFFFFF)
+        return out
+    rbase = struct.unpack("<Q", _read(prog, int(base, 16), 8, "kallsyms_relative_base"))[0]
+    for name, i in order:
+        off = raw[i]
+        # --absolute-percpu (x86_64 SMP before v6.15): non-negative offsets are absolute
+        # per-CPU addresses, negative ones count down from the base.
+        out[name.decode()] = off if off >= 0 else rbase - 1 - off
+    if anchor is not None and "_stext" in out and out["_stext"] != anchor:
+        # Not --absolute-percpu: plain unsigned offsets from the base.
+        for name, i in order:
+            out[name.decode()] = rbase + (raw[i] & 0xFFFFFFFF)
+    return out
