@@ -121,7 +121,8 @@ def _preload(modules: Sequence[str]) -> threading.Thread:
 
 
 def load_snapshot(
-    target: str | None, vmlinux: str | None, warn: bool = True, preload: Sequence[str] = ()
+    target: str | None, vmlinux: str | None, warn: bool = True, preload: Sequence[str] = (),
+    debuginfo: str = "auto", system_map: str | None = None,
 ) -> Snapshot:
     """A snapshot from a saved JSON file, or read from the live kernel / a vmcore.
 
@@ -160,7 +161,7 @@ def load_snapshot(
             ) from None
         loader = _preload(("subsecinspect.kernel", *preload))
         try:
-            prog, info = open_target(target, vmlinux)
+            prog, info = open_target(target, vmlinux, debuginfo, system_map)
         finally:
             loader.join()
         from subsecinspect.kernel import read_snapshot
@@ -214,14 +215,16 @@ _CLASSIFY_JSON_MODULES = ("subsecinspect.classify", "subsecinspect.render.jsondo
 
 
 def classify_json(
-    target: str | None, vmlinux: str | None, save: str | None, output: str | None
+    target: str | None, vmlinux: str | None, save: str | None, output: str | None,
+    debuginfo: str = "auto", system_map: str | None = None,
 ) -> None:
     """``classify --json``: read (or load) the snapshot, save it if asked, print the document."""
     from subsecinspect import __version__
     from subsecinspect.classify import classify
     from subsecinspect.render import jsondoc
 
-    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES)
+    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES,
+                         debuginfo=debuginfo, system_map=system_map)
     if save:
         from subsecinspect.snapjson import snapshot_to_json
 
@@ -231,7 +234,8 @@ def classify_json(
 
 
 _VALUED = {"-s": "vmlinux", "--vmlinux": "vmlinux", "-o": "output", "--output": "output",
-           "--save": "save"}
+           "--save": "save", "--debuginfo": "debuginfo", "-m": "system_map",
+           "--system-map": "system_map"}
 _FLAGS = {"--json": "json", "--debug": "debug"}
 
 
@@ -282,6 +286,8 @@ def fast_classify_args(argv: Sequence[str]) -> dict[str, Any] | None:
         "save": opts.get("save"),
         "output": opts.get("output"),
         "debug": bool(opts.get("debug")),
+        "debuginfo": opts.get("debuginfo", "auto"),
+        "system_map": opts.get("system_map"),
     }
 
 

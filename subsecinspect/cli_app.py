@@ -54,6 +54,13 @@ VmlinuxOpt = Annotated[
     str | None,
     typer.Option("-s", "--vmlinux", help="vmlinux with debug info (default: drgn's search)"),
 ]
+DebuginfoOpt = Annotated[
+    str, typer.Option("--debuginfo", help="auto (DWARF when found, else BTF + kallsyms), "
+                      "dwarf or btf")
+]
+SystemMapOpt = Annotated[
+    str | None, typer.Option("-m", "--system-map", help="System.map as the symbol source (BTF)")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON document instead of tables")]
 OutputOpt = Annotated[
     str | None,
@@ -87,6 +94,8 @@ def _run(debug: bool, fn: Callable[[], None]) -> None:
 def classify(
     target: TargetArg = None,
     vmlinux: VmlinuxOpt = None,
+    debuginfo: DebuginfoOpt = "auto",
+    system_map: SystemMapOpt = None,
     json_: JsonOpt = False,
     save: Annotated[
         str | None, typer.Option("--save", help="also save the snapshot as JSON (atomically)")
@@ -114,14 +123,14 @@ def classify(
         from subsecinspect.render import tables
         from subsecinspect.snapjson import snapshot_to_json
 
-        snap = load_snapshot(target, vmlinux)
+        snap = load_snapshot(target, vmlinux, debuginfo=debuginfo, system_map=system_map)
         if save:
             write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
         cls = do_classify(snap)
         _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
 
     if json_:
-        _run(debug, lambda: classify_json(target, vmlinux, save, output))
+        _run(debug, lambda: classify_json(target, vmlinux, save, output, debuginfo, system_map))
     else:
         _run(debug, tables_body)
 
@@ -137,6 +146,8 @@ def explain(
     ],
     target: TargetArg = None,
     vmlinux: VmlinuxOpt = None,
+    debuginfo: DebuginfoOpt = "auto",
+    system_map: SystemMapOpt = None,
     json_: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
@@ -159,7 +170,7 @@ def explain(
         from subsecinspect.render import jsondoc, tables
 
         value, kind = parse_location(location)
-        snap = load_snapshot(target, vmlinux)
+        snap = load_snapshot(target, vmlinux, debuginfo=debuginfo, system_map=system_map)
         pfn = value >> snap.kernel.page_shift if kind == "phys" else value
         exp = do_explain(snap, pfn)
         if json_:
@@ -173,7 +184,7 @@ def explain(
 
 def _snapshot_view(
     target: str | None, vmlinux: str | None, json_: bool, output: str | None, debug: bool,
-    view: str,
+    view: str, debuginfo: str = "auto", system_map: str | None = None,
 ) -> None:
     """``sections`` / ``pgmaps``: one snapshot, rendered by ``render.jsondoc.<view>_document``
     with ``--json``, else by ``render.tables.<view>_table``."""
@@ -181,7 +192,7 @@ def _snapshot_view(
     def body() -> None:
         from subsecinspect.render import jsondoc, tables
 
-        snap = load_snapshot(target, vmlinux)
+        snap = load_snapshot(target, vmlinux, debuginfo=debuginfo, system_map=system_map)
         if json_:
             document = getattr(jsondoc, f"{view}_document")
             _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
@@ -195,6 +206,8 @@ def _snapshot_view(
 def sections(
     target: TargetArg = None,
     vmlinux: VmlinuxOpt = None,
+    debuginfo: DebuginfoOpt = "auto",
+    system_map: SystemMapOpt = None,
     json_: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
@@ -208,13 +221,15 @@ def sections(
       subsecinspect sections vmcore -s vmlinux --json
     """
 
-    _snapshot_view(target, vmlinux, json_, output, debug, "sections")
+    _snapshot_view(target, vmlinux, json_, output, debug, "sections", debuginfo, system_map)
 
 
 @app.command()
 def pgmaps(
     target: TargetArg = None,
     vmlinux: VmlinuxOpt = None,
+    debuginfo: DebuginfoOpt = "auto",
+    system_map: SystemMapOpt = None,
     json_: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
@@ -228,7 +243,7 @@ def pgmaps(
       subsecinspect pgmaps snap.json --json          # from a saved snapshot
     """
 
-    _snapshot_view(target, vmlinux, json_, output, debug, "pgmaps")
+    _snapshot_view(target, vmlinux, json_, output, debug, "pgmaps", debuginfo, system_map)
 
 
 # `subsecinspect trace` lives in trace_cli.py (bcc is imported only when it runs).
