@@ -54,6 +54,8 @@ _QUALIFIER = {
 #: A chain of qualifiers/typedefs this long is a loop in a damaged blob (real ones are < 10).
 _MAX_CHAIN = 64
 _INT_NAMES = {1: "char", 2: "short", 4: "int", 8: "long"}
+#: Sizes of INT (up to __int128), ENUM/ENUM64 and FLOAT (long double is 10-16 bytes).
+_SIZES = frozenset({1, 2, 4, 8, 10, 12, 16})
 
 
 class BtfTypeFinder:
@@ -108,6 +110,10 @@ class BtfTypeFinder:
             self._building.add(type_id)
             try:
                 t = self._build(type_id)
+            except (ValueError, TypeError, OverflowError) as e:
+                # drgn refuses what no compiler emits (a bit field wider than its type,
+                # an integer of 2^24 bytes): the blob is damaged.
+                raise BtfError(f"BTF type {type_id} is not a valid C type: {e}") from None
             finally:
                 self._building.discard(type_id)
         self._cache[type_id] = t
@@ -116,9 +122,12 @@ class BtfTypeFinder:
     def _lazy(self, type_id: int, bit_field_size: int = 0) -> Callable[[], Type | Object]:
         def thunk() -> Type | Object:
             t = self.type_of(type_id)
-            if bit_field_size:
-                return Object(self.prog, t, bit_field_size=bit_field_size)
-            return t
+            try:
+                # drgn makes an absent object of the member's type anyway; made here, its
+                # refusal (a bit field wider than its type) is a BtfError.
+                return Object(self.prog, t, bit_field_size=bit_field_size or None)
+            except (ValueError, TypeError, OverflowError) as e:
+                raise BtfError(f"BTF member of type {type_id}: {e}") from None
         return thunk
 
     def _build(self, type_id: int) -> Type:
@@ -127,6 +136,11 @@ class BtfTypeFinder:
         prog = self.prog
         name = bt.name or None
         k = bt.kind
+        if k in (BtfKind.INT, BtfKind.ENUM, BtfKind.ENUM64, BtfKind.FLOAT) and (
+            bt.size_or_type not in _SIZES
+        ):
+            # kernel/bpf/btf.c (btf_int_check_meta(), btf_enum_check_meta()) refuses these.
+            raise BtfError(f"BTF type {type_id} ({bt.kind_name}) has size {bt.size_or_type}")
         if k == BtfKind.INT:
             enc, _off, _bits = b.int_encoding(type_id)
             if enc & 4:
