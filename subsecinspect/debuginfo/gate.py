@@ -18,10 +18,10 @@ import drgn
 from drgn import Program, offsetof, sizeof
 
 from subsecinspect.debuginfo.objects import BtfObjectFinder
-from subsecinspect.debuginfo.symbols import vmcoreinfo
+from subsecinspect.debuginfo.symbols import SymbolSource, vmcoreinfo
 from subsecinspect.errors import DebugInfoError
 
-__all__ = ("check_gate", "mem_section_type")
+__all__ = ("check_gate", "check_symbols", "mem_section_type")
 
 #: VMCOREINFO_SYMBOL_ARRAY names: the entry is the array's value, not its address.
 _ARRAY_SYMBOLS = frozenset({"mem_section", "node_data", "prb"})
@@ -88,6 +88,29 @@ def _build_id_note(prog: Program, finder: BtfObjectFinder) -> bytes | None:
     return None
 
 
+def check_symbols(prog: Program, symbols: SymbolSource, info: dict[str, str]) -> int:
+    """Every ``SYMBOL(x)`` of VMCOREINFO against *symbols*; how many agreed.
+
+    Run before anything is read at a symbol's address (``__start_BTF``): a System.map of
+    another build then stops here, with its name in the message.
+
+    :raises DebugInfoError: the first disagreement.
+    """
+    checked = 0
+    for key, value in info.items():
+        if not key.startswith("SYMBOL(") or key[7:-1] in _ARRAY_SYMBOLS:
+            continue
+        name = key[7:-1]
+        addr = symbols.address(prog, name)
+        if addr is not None and addr != int(value, 16):
+            raise DebugInfoError(
+                f"{symbols.origin} does not match the target: {name} at {addr:#x}, VMCOREINFO "
+                f"says {int(value, 16):#x}; pass the System.map of this build"
+            )
+        checked += addr is not None
+    return checked
+
+
 def check_gate(prog: Program, finder: BtfObjectFinder) -> int:
     """Compare VMCOREINFO with BTF and the symbols; return how many entries agreed.
 
@@ -96,9 +119,8 @@ def check_gate(prog: Program, finder: BtfObjectFinder) -> int:
     info = vmcoreinfo(prog)
     if not info:
         raise DebugInfoError("no VMCOREINFO: BTF mode cannot check its types and symbols")
-    origin = finder.symbols.origin
     mem_section_type(prog, info, finder)
-    checked = 0
+    checked = check_symbols(prog, finder.symbols, info)
     for key, value in info.items():
         if key.startswith("SIZE(") or key.startswith("OFFSET("):
             inner = key[key.index("(") + 1 : -1]
@@ -118,17 +140,7 @@ def check_gate(prog: Program, finder: BtfObjectFinder) -> int:
                     f"BTF does not match the target: VMCOREINFO {key}={value}, BTF says {got}"
                 )
             checked += 1
-        elif key.startswith("SYMBOL("):
-            name = key[7:-1]
-            if name in _ARRAY_SYMBOLS:
-                continue
-            addr = finder.symbols.address(prog, name)
-            if addr is not None and addr != int(value, 16):
-                raise DebugInfoError(
-                    f"{origin} does not match the target: {name} at {addr:#x}, VMCOREINFO "
-                    f"says {int(value, 16):#x}; pass the System.map of this build"
-                )
-            checked += addr is not None
+    origin = finder.symbols.origin
     want = info.get("OSRELEASE")
     if want is not None:
         try:

@@ -13,9 +13,9 @@ import drgn
 from drgn import Program
 
 from subsecinspect.debuginfo import btfcache
-from subsecinspect.debuginfo.btf import Btf
+from subsecinspect.debuginfo.btf import Btf, BtfError
 from subsecinspect.debuginfo.btf_types import register_btf_types
-from subsecinspect.debuginfo.gate import check_gate
+from subsecinspect.debuginfo.gate import check_gate, check_symbols
 from subsecinspect.debuginfo.objects import BtfObjectFinder
 from subsecinspect.debuginfo.symbols import load_symbols, vmcoreinfo
 from subsecinspect.errors import DebugInfoError
@@ -63,10 +63,15 @@ def load_btf_debuginfo(prog: Program, *, system_map: str | None = None) -> str:
         disagreement with VMCOREINFO.
     """
     symbols = load_symbols(prog, system_map=system_map)
+    info = vmcoreinfo(prog)
+    check_symbols(prog, symbols, info)
     data, where = _blob(prog, symbols)
-    build_id = vmcoreinfo(prog).get("BUILD-ID", "")
+    build_id = info.get("BUILD-ID", "")
     offsets = btfcache.load(build_id, data)
-    btf = Btf(data, offsets=offsets)
+    try:
+        btf = Btf(data, offsets=offsets)
+    except BtfError as e:
+        raise BtfError(f"the kernel's BTF ({where}) is damaged: {e}") from None
     if offsets is None:
         btfcache.store(build_id, data, btf)
     types = register_btf_types(prog, btf)
