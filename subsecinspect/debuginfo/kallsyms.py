@@ -5,9 +5,10 @@ kernel/kallsyms.c and the tables scripts/kallsyms.c emits: ``kallsyms_names``
 (per symbol a length, 1 byte or, since v6.1 73bbb94466fd ("kallsyms: support
 "big" kernel symbols"), 2 when the high bit is set, then token indexes),
 ``kallsyms_token_table`` / ``kallsyms_token_index`` and ``kallsyms_offsets``
-relative to ``kallsyms_relative_base``, with x86_64's ``--absolute-percpu``
-(non-negative offsets are absolute) before v6.15, or to ``_text`` once the base
-was dropped. VMCOREINFO locates them since v6.0 (f09bddbd8661).
+relative to ``kallsyms_relative_base`` (x86_64's ``--absolute-percpu`` before
+v6.15: non-negative offsets are absolute), to ``_text``, or to the offset's own
+slot (7.x). The encoding is chosen by where it puts ``_stext``. VMCOREINFO
+locates the tables since v6.0 (f09bddbd8661).
 
 drgn 0.3.0's ``load_vmlinux_kallsyms`` expands every symbol (0.12 s of a 6.1 dump
 on the host); the readers need about twenty. Only the entries whose first token
@@ -99,28 +100,45 @@ def find_builtin_kallsyms(
     if not found:
         return {}
     offs_at = sym("kallsyms_offsets")
-    base = info.get("SYMBOL(kallsyms_relative_base)")
-    out: dict[str, int] = {}
-    anchor = int(info["SYMBOL(_stext)"], 16) if "SYMBOL(_stext)" in info else None
-    order = sorted(found.items(), key=lambda kv: kv[1])
+    if b"_stext" not in found or "SYMBOL(_stext)" not in info:
+        raise DebugInfoError("kallsyms has no _stext to check its address encoding against")
+    anchor = int(info["SYMBOL(_stext)"], 16)
     raw = {i: struct.unpack("<i", _read(prog, offs_at + 4 * i, 4, "kallsyms_offsets"))[0]
-           for _, i in order}
-    if base is None:
-        # Since the relative base was dropped, offsets are unsigned from _text (== _stext
-        # on x86_64: arch/x86/kernel/vmlinux.lds.S sets both at the start of .text).
-        if anchor is None:
-            raise DebugInfoError("VMCOREINFO has neither kallsyms_relative_base nor _stext")
-        for name, i in order:
-            out[name.decode()] = anchor + (raw[i] & 0xFFFFFFFF)
-        return out
-    rbase = struct.unpack("<Q", _read(prog, int(base, 16), 8, "kallsyms_relative_base"))[0]
-    for name, i in order:
-        off = raw[i]
-        # --absolute-percpu (x86_64 SMP before v6.15): non-negative offsets are absolute
+           for i in found.values()}
+    base = info.get("SYMBOL(kallsyms_relative_base)")
+    rbase = (struct.unpack("<Q", _read(prog, int(base, 16), 8, "kallsyms_relative_base"))[0]
+             if base is not None else None)
+    mask = (1 << 64) - 1
+
+    # The encodings of kallsyms_sym_address() over the versions; the one that puts _stext
+    # where VMCOREINFO says is used, and none fitting is an error, never a guess.
+    def absolute_percpu(i: int, off: int) -> int:
+        # x86_64 SMP before v6.15 (--absolute-percpu): non-negative offsets are absolute
         # per-CPU addresses, negative ones count down from the base.
-        out[name.decode()] = off if off >= 0 else rbase - 1 - off
-    if anchor is not None and "_stext" in out and out["_stext"] != anchor:
-        # Not --absolute-percpu: plain unsigned offsets from the base.
-        for name, i in order:
-            out[name.decode()] = rbase + (raw[i] & 0xFFFFFFFF)
-    return out
+        assert rbase is not None
+        return off if off >= 0 else rbase - 1 - off
+
+    def from_base(i: int, off: int) -> int:
+        assert rbase is not None
+        return rbase + (off & 0xFFFFFFFF)
+
+    def from_text(i: int, off: int) -> int:
+        # Once the base was dropped: unsigned offsets from _text (== _stext on x86_64,
+        # arch/x86/kernel/vmlinux.lds.S).
+        return anchor + (off & 0xFFFFFFFF)
+
+    def place_relative(i: int, off: int) -> int:
+        # The 7.x tables: each offset is relative to its own kallsyms_offsets slot
+        # (measured on Debian 7.2.12: _stext is slot 1, -0x1689e28 from it).
+        return (offs_at + 4 * i + off) & mask
+
+    encodings = (absolute_percpu, from_base) if rbase is not None else (
+        from_text, place_relative)
+    i_stext = found[b"_stext"]
+    for enc in encodings:
+        if enc(i_stext, raw[i_stext]) == anchor:
+            return {name.decode(): enc(i, raw[i]) for name, i in found.items()}
+    raise DebugInfoError(
+        "kallsyms_offsets use an encoding this version does not know (no decoding puts "
+        "_stext at VMCOREINFO's address); pass -m/--system-map or -s/--vmlinux"
+    )
