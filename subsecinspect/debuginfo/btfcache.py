@@ -1,13 +1,16 @@
-"""The per-build-ID cache of a BTF blob's type scan (``$XDG_CACHE_HOME/subsecinspect/btf/``).
+"""The per-build-ID cache of BTF mode (``$XDG_CACHE_HOME/subsecinspect/btf/``).
 
-What :class:`~subsecinspect.debuginfo.btf.Btf` computes on opening, the word
-offset and name offset of every type, is stored under the kernel's build ID with
-the blob's length and CRC-32: a stale or foreign file is ignored, never trusted.
+``<build-id>.idx``: what :class:`~subsecinspect.debuginfo.btf.Btf` computes on
+opening, the word offset and name offset of every type, with the blob's length
+and CRC-32: a stale or foreign file is ignored, never trusted.
+``<build-id>.memo.json``: the answers of the run's lookups (type names, enumerators,
+kallsyms indexes), checked on use where they can be (the kallsyms count).
 Writing is best effort (a read-only home just means no cache).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zlib
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from subsecinspect.debuginfo.btf import Btf
 
-__all__ = ("cache_dir", "load", "store")
+__all__ = ("cache_dir", "load", "load_memo", "store", "store_memo")
 
 _MAGIC = b"SSIBTF1\0"
 _HEAD = struct.Struct("<8sQII")  # magic, blob length, crc32, number of types + 1
@@ -69,5 +72,31 @@ def store(build_id: str, data: bytes, btf: Btf) -> None:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(head + offs.tobytes() + names.tobytes())
         tmp.replace(path)
+    except OSError:
+        pass
+
+
+def load_memo(build_id: str) -> dict[str, dict]:
+    """The memo of an earlier run on *build_id* (``{}`` if none or unreadable)."""
+    path = _path(build_id)
+    if path is None:
+        return {}
+    try:
+        memo = json.loads(path.with_suffix(".memo.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def store_memo(build_id: str, memo: dict[str, dict]) -> None:
+    """Write *memo* for *build_id*; errors are ignored."""
+    path = _path(build_id)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".memo.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(memo, sort_keys=True))
+        tmp.replace(path.with_suffix(".memo.json"))
     except OSError:
         pass

@@ -46,10 +46,16 @@ def _tokens(prog: Program, table: int, index: int) -> list[bytes]:
 
 
 def find_builtin_kallsyms(
-    prog: Program, info: dict[str, str], wanted: Iterable[str]
-) -> dict[str, int]:
+    prog: Program, info: dict[str, str], wanted: Iterable[str],
+    memo: dict[str, int] | None = None,
+) -> tuple[dict[str, int], dict[str, int]]:
     """Addresses of the *wanted* names in the dump's kallsyms (absent names are left out).
 
+    *memo*: name -> symbol index (-1: absent) of an earlier run on the same build (the
+    per-build-ID cache); indexes do not move with KASLR, so when it covers *wanted* the
+    names are not expanded at all.
+
+    :return: (name -> address, the memo of this lookup)
     :raises DebugInfoError: VMCOREINFO lacks the tables, or they are not in the dump.
     """
     def sym(name: str) -> int:
@@ -66,9 +72,13 @@ def find_builtin_kallsyms(
     num = struct.unpack("<I", _read(prog, sym("kallsyms_num_syms"), 4, "kallsyms_num_syms"))[0]
     if not 0 < num < 1 << 22 or not names_at < table_at <= names_at + (num << 9):
         raise DebugInfoError(f"kallsyms tables look damaged ({num} symbols)")
+    want = {w.encode() for w in wanted}
+    if memo is not None and memo.get("#num_syms") == num and all(
+            w.decode() in memo for w in want):
+        found = {w: memo[w.decode()] for w in want if memo[w.decode()] >= 0}
+        return _addresses(prog, info, found, sym("kallsyms_offsets")), memo
     tokens = _tokens(prog, table_at, sym("kallsyms_token_index"))
     names = _read(prog, names_at, table_at - names_at, "kallsyms_names")
-    want = {w.encode() for w in wanted}
     # First tokens that can begin a wanted name: type letter + a prefix of the name; a
     # lone type letter must be followed by a token that begins one (0: no, 1: yes, 2: ask).
     first_ok = [
@@ -97,9 +107,14 @@ def find_builtin_kallsyms(
             name = join([tokens[t] for t in names[a:pos]])[1:]
             if name in want and name not in found:
                 found[name] = i
-    if not found:
-        return {}
-    offs_at = sym("kallsyms_offsets")
+    new_memo = {w.decode(): found.get(w, -1) for w in want}
+    new_memo["#num_syms"] = num
+    return _addresses(prog, info, found, sym("kallsyms_offsets")), new_memo
+
+
+def _addresses(prog: Program, info: dict[str, str], found: dict[bytes, int], offs_at: int
+               ) -> dict[str, int]:
+    """Addresses of the symbols at indexes *found* (name -> index)."""
     if b"_stext" not in found or "SYMBOL(_stext)" not in info:
         raise DebugInfoError("kallsyms has no _stext to check its address encoding against")
     anchor = int(info["SYMBOL(_stext)"], 16)

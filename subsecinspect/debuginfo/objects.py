@@ -48,16 +48,18 @@ class BtfObjectFinder:
     def __call__(
         self, prog: Program, name: str, flags: FindObjectFlags, filename: str | None
     ) -> Object | None:
-        if flags & FindObjectFlags.CONSTANT:
-            hit = self.types.btf.enumerator(name)
-            if hit is not None:
-                return Object(prog, self.types.type_of(hit[0]), hit[1])
+        # The listed globals first: their names are no enumerators, and the search
+        # for one is what a lookup of a global would otherwise pay.
         if flags & FindObjectFlags.VARIABLE:
             t = self._global_type(name)
             if t is not None:
                 addr = self.symbols.address(prog, name)
                 if addr is not None:
                     return Object(prog, t, address=addr)
+        if flags & FindObjectFlags.CONSTANT:
+            hit = self.types.btf.enumerator(name)
+            if hit is not None:
+                return Object(prog, self.types.type_of(hit[0]), hit[1])
         if flags & FindObjectFlags.FUNCTION:
             fn = self.types.btf.find(name, {BtfKind.FUNC})
             if fn:

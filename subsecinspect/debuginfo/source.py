@@ -9,6 +9,8 @@ The scan of the type section is cached per build ID under
 
 from __future__ import annotations
 
+import atexit
+
 import drgn
 from drgn import Program
 
@@ -17,7 +19,7 @@ from subsecinspect.debuginfo.btf import Btf, BtfError
 from subsecinspect.debuginfo.btf_types import register_btf_types
 from subsecinspect.debuginfo.gate import check_gate, check_symbols
 from subsecinspect.debuginfo.objects import BtfObjectFinder
-from subsecinspect.debuginfo.symbols import load_symbols, vmcoreinfo
+from subsecinspect.debuginfo.symbols import SymbolSource, load_symbols, vmcoreinfo
 from subsecinspect.errors import DebugInfoError
 
 __all__ = ("SYSFS_BTF", "load_btf_debuginfo")
@@ -55,6 +57,18 @@ def _blob(prog: Program, finder_symbols: object) -> tuple[bytes, str]:
         ) from None
 
 
+def _store_memo(build_id: str, btf: Btf, symbols: SymbolSource,
+                before: tuple[int, int, bool]) -> None:
+    """At exit: keep this run's lookups for the next one, if it made new ones."""
+    if (len(btf.memo_names), len(btf.memo_enums), True) == before:
+        return
+    btfcache.store_memo(build_id, {
+        "names": btf.memo_names,
+        "enums": btf.memo_enums,
+        "kallsyms": symbols.memo,
+    })
+
+
 def load_btf_debuginfo(prog: Program, *, system_map: str | None = None) -> str:
     """Make *prog* usable by the readers from BTF + kallsyms (or *system_map*).
 
@@ -62,11 +76,12 @@ def load_btf_debuginfo(prog: Program, *, system_map: str | None = None) -> str:
     :raises DebugInfoError: no BTF, hidden or missing symbols, damaged BTF, or a
         disagreement with VMCOREINFO.
     """
-    symbols = load_symbols(prog, system_map=system_map)
     info = vmcoreinfo(prog)
+    build_id = info.get("BUILD-ID", "")
+    memo = btfcache.load_memo(build_id)
+    symbols = load_symbols(prog, system_map=system_map, memo=memo.get("kallsyms"))
     check_symbols(prog, symbols, info)
     data, where = _blob(prog, symbols)
-    build_id = info.get("BUILD-ID", "")
     offsets = btfcache.load(build_id, data)
     try:
         btf = Btf(data, offsets=offsets)
@@ -74,6 +89,13 @@ def load_btf_debuginfo(prog: Program, *, system_map: str | None = None) -> str:
         raise BtfError(f"the kernel's BTF ({where}) is damaged: {e}") from None
     if offsets is None:
         btfcache.store(build_id, data, btf)
+        memo.pop("names", None)  # a memo without its blob's scan is not trusted
+        memo.pop("enums", None)
+    btf.memo_names.update(memo.get("names", {}))
+    btf.memo_enums.update(
+        {k: tuple(v) if v is not None else None for k, v in memo.get("enums", {}).items()})
+    before = (len(btf.memo_names), len(btf.memo_enums), symbols.memo == memo.get("kallsyms"))
+    atexit.register(_store_memo, build_id, btf, symbols, before)
     types = register_btf_types(prog, btf)
     objects = BtfObjectFinder(prog, types, symbols)
     prog.register_object_finder("subsecinspect-btf", objects, enable_index=-1)

@@ -64,6 +64,8 @@ class SymbolSource:
         self.searched = searched
         self._full_fn = full
         self._full: SymbolIndex | None = None
+        #: kallsyms name -> index, for the per-build-ID cache (built-in tables only).
+        self.memo: dict[str, int] = {}
 
     def full(self) -> SymbolIndex:
         """Every symbol (built on first use)."""
@@ -158,7 +160,8 @@ def _from_index(origin: str, index: SymbolIndex, prog: Program, names: frozenset
     return SymbolSource(origin, known, names, lambda: index)
 
 
-def load_symbols(prog: Program, *, system_map: str | None = None) -> SymbolSource:
+def load_symbols(prog: Program, *, system_map: str | None = None,
+                 memo: dict[str, int] | None = None) -> SymbolSource:
     """The kernel's symbols, registered on *prog* as its first symbol finder.
 
     *system_map* if given; else the built-in kallsyms tables that VMCOREINFO locates
@@ -175,8 +178,9 @@ def load_symbols(prog: Program, *, system_map: str | None = None) -> SymbolSourc
         index = read_system_map(system_map, _kaslr_offset(info))
         source = _from_index(f"system.map:{os.path.abspath(system_map)}", index, prog, names)
     elif "SYMBOL(kallsyms_num_syms)" in info:
-        known = find_builtin_kallsyms(prog, info, names)
+        known, source_memo = find_builtin_kallsyms(prog, info, names, memo)
         source = SymbolSource("kallsyms:vmcoreinfo", known, names, lambda: _drgn_kallsyms(prog))
+        source.memo = source_memo
     elif live:
         source = _from_index("kallsyms:/proc/kallsyms", _drgn_kallsyms(prog), prog, names)
     else:
