@@ -5,6 +5,8 @@ One guest per kernel (scenario nvdimm-mixed, every stage applied; ``LAB_KERNELS`
 
 * live: ``classify /proc/kcore --json`` with ``--debuginfo dwarf`` and ``btf`` in the guest:
   the documents are equal but for ``target.debuginfo`` and the timing in ``stats``;
+* with ``kernel.kptr_restrict=2``: 5.10 (kallsyms from /proc/kallsyms) must stop with exit 4,
+  6.x (the built-in tables through /proc/kcore) must still give the same document;
 * the guest's vmlinux (/usr/lib/debug/boot on the kernel disk) is then hidden under a tmpfs:
   ``--debuginfo auto`` must fall back to BTF and give the same document;
 * a QMP ELF dump, classified on the host with ``-s vmlinux`` and with ``--debuginfo btf``:
@@ -72,6 +74,10 @@ def runs(kernel_id: str, boot_scenario: Any, tmp_path_factory: pytest.TempPathFa
         for mode in ("dwarf", "btf"):
             r = vm.run(f"{base} --debuginfo {mode}", timeout=600)
             out[f"live_{mode}"] = (r.rc, r.stdout, r.stderr)
+        # kallsyms hidden from root too (kptr_restrict 2: /proc/kallsyms reads all zeros).
+        r = vm.run(f"sysctl -qw kernel.kptr_restrict=2 && {base} --debuginfo btf; "
+                   "rc=$?; sysctl -qw kernel.kptr_restrict=0; exit $rc", timeout=600)
+        out["live_kptr_restrict"] = (r.rc, r.stdout, r.stderr)
         vm.run(_HIDE, timeout=60)
         r = vm.run(base, timeout=600)
         out["live_auto_hidden"] = (r.rc, r.stdout, r.stderr)
@@ -172,3 +178,16 @@ def test_dump_bad_btf_is_one_line_exit_4(runs: dict[str, Any], key: str, message
     assert r.returncode == 4, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert message in r.stderr
+
+
+def test_live_hidden_kallsyms(runs: dict[str, Any], kernel_id: str) -> None:
+    """5.10 has no kallsyms in VMCOREINFO, so BTF mode reads /proc/kallsyms: hidden, it must
+    stop with exit 4; 6.x reads the kernel's own tables through /proc/kcore and must not care."""
+    rc, out, err = runs["live_kptr_restrict"]
+    assert "Traceback" not in err
+    if kernel_id == "5.10":
+        assert rc == 4, err
+        assert len(err.strip().splitlines()) == 1 and "hidden" in err
+    else:
+        assert rc == 0, err
+        assert _comparable(json.loads(out)) == _comparable(json.loads(runs["live_dwarf"][1]))
