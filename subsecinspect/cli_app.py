@@ -22,6 +22,7 @@ from subsecinspect.cli import (
     load_snapshot,
     parse_location,
     run_guarded,
+    say,
     write_atomic,
 )
 from subsecinspect.errors import EXIT_CODES
@@ -127,6 +128,8 @@ def classify(
         if save:
             write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
         cls = do_classify(snap)
+        if snap.target.debuginfo:
+            say(f"subsecinspect: debug info: {snap.target.debuginfo}")
         _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
 
     if json_:
