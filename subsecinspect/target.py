@@ -9,19 +9,21 @@ OSRELEASE are checked against the file), truncated or unrecognised vmcores
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from subsecinspect.errors import DebugInfoError, TargetError
+from subsecinspect.errors import DebugInfoError, OptionError, TargetError
 from subsecinspect.snapshot.model import TargetInfo
 
 if TYPE_CHECKING:
     import drgn
 
 __all__ = (
+    "DEBUGINFO_MODES",
     "DRGN_PLUGINS_DEFAULT",
     "KCORE",
     "DumpFile",
@@ -31,6 +33,8 @@ __all__ = (
 )
 
 KCORE = "/proc/kcore"
+#: ``--debuginfo`` values: DWARF when found else BTF, a vmlinux only, BTF + kallsyms only.
+DEBUGINFO_MODES = ("auto", "dwarf", "btf")
 _ELF_MAGIC = b"\x7fELF"
 _KDUMP_MAGIC = b"KDUMP   "
 _FLAT_MAGIC = b"makedumpfile"
@@ -173,6 +177,10 @@ def elf_build_id(path: str) -> bytes | None:
     return None
 
 
+class _NoVmlinuxError(DebugInfoError):
+    """drgn's search found no vmlinux (``--debuginfo auto`` then uses BTF)."""
+
+
 def _release_check(prog: drgn.Program, vmlinux: str | None) -> None:
     """VMCOREINFO OSRELEASE must equal ``init_uts_ns`` read at the vmlinux's address."""
     import drgn
@@ -217,8 +225,9 @@ def _load_debug_info(prog: drgn.Program, vmlinux: str | None) -> None:
     except (KeyError, LookupError, drgn.FaultError):
         release = "unknown"
     if vmlinux is None:
-        raise DebugInfoError(
-            f"no vmlinux with debug info found for kernel {release}; pass -s/--vmlinux PATH"
+        raise _NoVmlinuxError(
+            f"no vmlinux with debug info found for kernel {release}; pass -s/--vmlinux PATH "
+            "or --debuginfo btf"
         )
     have = elf_build_id(vmlinux)
     want = main.build_id
@@ -238,12 +247,44 @@ def _load_debug_info(prog: drgn.Program, vmlinux: str | None) -> None:
     _release_check(prog, vmlinux)
 
 
+def _choose_debug_info(
+    prog: drgn.Program, vmlinux: str | None, debuginfo: str, system_map: str | None
+) -> str:
+    """Load DWARF or BTF + kallsyms as *debuginfo* (auto|dwarf|btf) says; the provenance."""
+    if debuginfo not in DEBUGINFO_MODES:
+        raise OptionError(f"--debuginfo must be one of {', '.join(DEBUGINFO_MODES)}")
+    if debuginfo == "btf" and vmlinux is not None:
+        raise OptionError("-s/--vmlinux and --debuginfo btf exclude each other")
+    if system_map is not None and (vmlinux is not None or debuginfo == "dwarf"):
+        raise OptionError("-m/--system-map is for BTF mode (no -s, --debuginfo auto or btf)")
+    if debuginfo == "auto" and vmlinux is None and system_map is None:
+        try:
+            _load_debug_info(prog, None)
+        except _NoVmlinuxError:
+            debuginfo = "btf"
+        else:
+            return f"dwarf:{prog.main_module().debug_file_path or 'drgn search'}"
+    if debuginfo == "btf" or system_map is not None:
+        from subsecinspect.debuginfo.source import load_btf_debuginfo
+
+        return load_btf_debuginfo(prog, system_map=system_map)
+    _load_debug_info(prog, vmlinux)
+    return f"dwarf:{prog.main_module().debug_file_path or vmlinux or 'drgn search'}"
+
+
 def open_target(
-    target: str | None, vmlinux: str | None = None
+    target: str | None,
+    vmlinux: str | None = None,
+    debuginfo: str = "auto",
+    system_map: str | None = None,
 ) -> tuple[drgn.Program, TargetInfo]:
     """Open *target* (default /proc/kcore) and load debug info.
 
-    :return: ``(drgn.Program, TargetInfo)``
+    *debuginfo*: ``dwarf`` (a vmlinux: *vmlinux* or drgn's search), ``btf`` (the
+    kernel's BTF + kallsyms, or *system_map*: :mod:`subsecinspect.debuginfo`) or
+    ``auto`` (DWARF when found, else BTF).
+
+    :return: ``(drgn.Program, TargetInfo)``; ``TargetInfo.debuginfo`` says which was used.
     :raises TargetError: cannot open the live kernel or the vmcore.
     :raises DebugInfoError: no vmlinux, or one that does not match.
     """
@@ -286,5 +327,7 @@ def open_target(
             )
         info = TargetInfo(kind="vmcore", path=os.path.abspath(path), format=dump.format,
                           dump_max_pfn=dump.max_pfn)
-    _load_debug_info(prog, vmlinux)
+    info = dataclasses.replace(
+        info, debuginfo=_choose_debug_info(prog, vmlinux, debuginfo, system_map)
+    )
     return prog, info

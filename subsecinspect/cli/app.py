@@ -23,6 +23,7 @@ from subsecinspect.cli.common import (
     load_snapshot,
     parse_location,
     run_guarded,
+    say,
     write_atomic,
 )
 from subsecinspect.errors import EXIT_CODES, OptionError
@@ -54,6 +55,13 @@ TargetArg = Annotated[
 VmlinuxOpt = Annotated[
     str | None,
     typer.Option("-s", "--vmlinux", help="vmlinux with debug info (default: drgn's search)"),
+]
+DebuginfoOpt = Annotated[
+    str, typer.Option("--debuginfo", help="auto (DWARF when found, else BTF + kallsyms), "
+                      "dwarf or btf")
+]
+SystemMapOpt = Annotated[
+    str | None, typer.Option("-m", "--system-map", help="System.map as the symbol source (BTF)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON document instead of tables")]
 OutputOpt = Annotated[
@@ -95,6 +103,8 @@ def _run(debug: bool, fn: Callable[[], None]) -> None:
 def classify(
     target: TargetArg = None,
     vmlinux: VmlinuxOpt = None,
+    debuginfo: DebuginfoOpt = "auto",
+    system_map: SystemMapOpt = None,
     json_: JsonOpt = False,
     save: Annotated[
         str | None, typer.Option("--save", help="also save the snapshot as JSON (atomically)")
@@ -123,14 +133,18 @@ def classify(
         from subsecinspect.render import tables
         from subsecinspect.snapshot.codec import snapshot_to_json
 
-        snap = load_snapshot(target, vmlinux, bpf=not no_bpf)
+        snap = load_snapshot(target, vmlinux, bpf=not no_bpf, debuginfo=debuginfo,
+                             system_map=system_map)
         if save:
             write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
         cls = do_classify(snap)
+        if snap.target.debuginfo:
+            say(f"subsecinspect: debug info: {snap.target.debuginfo}")
         _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
 
     if json_:
-        _run(debug, lambda: classify_json(target, vmlinux, save, output, bpf=not no_bpf))
+        _run(debug, lambda: classify_json(target, vmlinux, save, output, not no_bpf, debuginfo,
+                                          system_map))
     else:
         _run(debug, tables_body)
 
@@ -146,6 +160,8 @@ def explain(
     ],
     target: TargetArg = None,
     vmlinux: VmlinuxOpt = None,
+    debuginfo: DebuginfoOpt = "auto",
+    system_map: SystemMapOpt = None,
     json_: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
@@ -169,7 +185,8 @@ def explain(
         from subsecinspect.render import jsondoc, tables
 
         value, kind = parse_location(location)
-        snap = load_snapshot(target, vmlinux, bpf=not no_bpf)
+        snap = load_snapshot(target, vmlinux, bpf=not no_bpf, debuginfo=debuginfo,
+                             system_map=system_map)
         pfn = value >> snap.kernel.page_shift if kind == "phys" else value
         exp = do_explain(snap, pfn)
         if json_:
@@ -236,7 +253,7 @@ def audit(
 
 def _snapshot_view(
     target: str | None, vmlinux: str | None, json_: bool, output: str | None, debug: bool,
-    bpf: bool, view: str,
+    bpf: bool, view: str, debuginfo: str = "auto", system_map: str | None = None,
 ) -> None:
     """``sections`` / ``pgmaps``: one snapshot, rendered by ``render.jsondoc.<view>_document``
     with ``--json``, else by ``render.tables.<view>_table``."""
@@ -244,7 +261,7 @@ def _snapshot_view(
     def body() -> None:
         from subsecinspect.render import jsondoc, tables
 
-        snap = load_snapshot(target, vmlinux, bpf=bpf)
+        snap = load_snapshot(target, vmlinux, bpf=bpf, debuginfo=debuginfo, system_map=system_map)
         if json_:
             document = getattr(jsondoc, f"{view}_document")
             _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
@@ -260,12 +277,15 @@ def _view_command(view: str, doc: str) -> None:
     def command(
         target: TargetArg = None,
         vmlinux: VmlinuxOpt = None,
+        debuginfo: DebuginfoOpt = "auto",
+        system_map: SystemMapOpt = None,
         json_: JsonOpt = False,
         output: OutputOpt = None,
         debug: DebugOpt = False,
         no_bpf: NoBpfOpt = False,
     ) -> None:
-        _snapshot_view(target, vmlinux, json_, output, debug, not no_bpf, view)
+        _snapshot_view(target, vmlinux, json_, output, debug, not no_bpf, view, debuginfo,
+                       system_map)
 
     command.__doc__ = doc
     app.command(view)(command)

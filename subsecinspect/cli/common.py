@@ -116,6 +116,8 @@ def load_snapshot(
     warn: bool = True,
     preload: Sequence[str] = (),
     bpf: bool = True,
+    debuginfo: str = "auto",
+    system_map: str | None = None,
 ) -> Snapshot:
     """A snapshot from a saved JSON file, or read from the live kernel / a vmcore.
 
@@ -155,7 +157,7 @@ def load_snapshot(
             ) from None
         loader = _preload(("subsecinspect.kernel.read", *preload))
         try:
-            prog, info = open_target(target, vmlinux)
+            prog, info = open_target(target, vmlinux, debuginfo, system_map)
         finally:
             loader.join()
         from subsecinspect.kernel.read import read_snapshot
@@ -214,13 +216,16 @@ def classify_json(
     save: str | None,
     output: str | None,
     bpf: bool = True,
+    debuginfo: str = "auto",
+    system_map: str | None = None,
 ) -> None:
     """``classify --json``: read (or load) the snapshot, save it if asked, print the document."""
     from subsecinspect import __version__
     from subsecinspect.classify.decide import classify
     from subsecinspect.render import jsondoc
 
-    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES, bpf=bpf)
+    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES, bpf=bpf,
+                         debuginfo=debuginfo, system_map=system_map)
     if save:
         from subsecinspect.snapshot.codec import snapshot_to_json
 

@@ -27,7 +27,8 @@ __all__ = ("fast_classify_args", "main")
 
 
 _VALUED = {"-s": "vmlinux", "--vmlinux": "vmlinux", "-o": "output", "--output": "output",
-           "--save": "save"}
+           "--save": "save", "--debuginfo": "debuginfo", "-m": "system_map",
+           "--system-map": "system_map"}
 _FLAGS = {"--json": "json", "--debug": "debug", "--no-bpf": "no_bpf"}
 
 
@@ -35,7 +36,8 @@ def fast_classify_args(argv: Sequence[str]) -> dict[str, Any] | None:
     """The options of ``classify ... --json`` if the fast path handles *argv*, else None.
 
     Accepted: ``classify``, at most one TARGET, ``-s/--vmlinux V``, ``--save F``,
-    ``-o/--output F`` (also ``--long=V``), ``--debug``, ``--no-bpf`` and ``--json``, each at most
+    ``-o/--output F``, ``--debuginfo M``, ``-m/--system-map F`` (also ``--long=V``),
+    ``--debug``, ``--no-bpf`` and ``--json``, each at most
     once, values non-empty and not starting with ``-``. Anything else (tables,
     ``--help``, ``--``, repeats, unknown or malformed options, usage errors) is
     left to the typer app, which owns the usage messages.
@@ -79,6 +81,8 @@ def fast_classify_args(argv: Sequence[str]) -> dict[str, Any] | None:
         "output": opts.get("output"),
         "debug": bool(opts.get("debug")),
         "bpf": not opts.get("no_bpf"),
+        "debuginfo": opts.get("debuginfo", "auto"),
+        "system_map": opts.get("system_map"),
     }
 
 

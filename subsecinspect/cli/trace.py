@@ -45,7 +45,9 @@ def leftover_kprobes(pid: int) -> list[str]:
     return []
 
 
-def seed_from_live(vmlinux: str | None) -> tuple[list[Any], set[int], int, str]:
+def seed_from_live(
+    vmlinux: str | None, debuginfo: str = "auto", system_map: str | None = None
+) -> tuple[list[Any], set[int], int, str]:
     """Classify the live kernel and turn C1/C4/C4b/C5 ranges into windows.
 
     :return: ``(windows, c1_sections, section_shift, release)``
@@ -55,7 +57,7 @@ def seed_from_live(vmlinux: str | None) -> tuple[list[Any], set[int], int, str]:
     from subsecinspect.probes.windows import seed
     from subsecinspect.target import open_target
 
-    prog, info = open_target(None, vmlinux)
+    prog, info = open_target(None, vmlinux, debuginfo, system_map)
     snap = read_snapshot(prog, info)
     shift = snap.kernel.section_size_bits - snap.kernel.page_shift
     wins, c1 = seed(classify(snap).ranges, shift)
@@ -122,6 +124,11 @@ def trace(
     vmlinux: Annotated[
         str | None, typer.Option("-s", "--vmlinux", help="vmlinux with debug info for --seed")
     ] = None,
+    debuginfo: Annotated[str, typer.Option("--debuginfo", help="for --seed: auto|dwarf|btf")
+                         ] = "auto",
+    system_map: Annotated[str | None, typer.Option("-m", "--system-map",
+                                                   help="for --seed: System.map (BTF mode)")
+                          ] = None,
     hot_walkers: Annotated[
         bool,
         typer.Option("--hot-walkers", help="also probe the per-PFN walkers pfn_to_online_page "
@@ -156,8 +163,8 @@ def trace(
     stop = _Stop()
     try:
         with stop:
-            code = _trace(stop, duration, json_, print_bpf, seed, vmlinux, hot_walkers,
-                          kprobes_only, debug)
+            code = _trace(stop, duration, json_, print_bpf, seed, (vmlinux, debuginfo, system_map),
+                          hot_walkers, kprobes_only, debug)
     except SubsecinspectError as e:
         if debug:
             import traceback
@@ -174,7 +181,7 @@ def trace(
 
 
 def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, seed: bool,
-           vmlinux: str | None, hot_walkers: bool, kprobes_only: bool,
+           debug_info: tuple[str | None, str, str | None], hot_walkers: bool, kprobes_only: bool,
            debug: bool = False) -> int:
     from subsecinspect.probes.subsec_trace import SubsecTrace
     from subsecinspect.probes.timeline import Summary, event_record, event_text
@@ -194,7 +201,7 @@ def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, se
     if seed:
         err.print("trace: seeding from a live classification", highlight=False)
         t = time.monotonic()
-        wins, c1, shift, _ = seed_from_live(vmlinux)
+        wins, c1, shift, _ = seed_from_live(*debug_info)
         err.print(f"trace: seeded {len(wins)} windows and {len(c1)} C1 sections from a live "
                   f"classification in {time.monotonic() - t:.1f}s", highlight=False)
     model = WindowModel.seeded(wins, c1, shift)

@@ -95,6 +95,8 @@ def _header(snapshot: Snapshot, document: str, tool_version: str | None) -> dict
                               "page_size": k.page_size}
     if t.dump_max_pfn is not None:
         target["dump_max_pfn"] = t.dump_max_pfn
+    if t.debuginfo:
+        target["debuginfo"] = t.debuginfo
     return {
         "schema_version": SCHEMA_VERSION,
         "tool_version": tool_version if tool_version is not None else __version__,

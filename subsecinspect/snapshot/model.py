@@ -141,6 +141,9 @@ class TargetInfo:
     format: str = ""
     #: For dumps: the highest PFN the dump holds, when known.
     dump_max_pfn: int | None = None
+    #: Where types and symbols came from: ``"dwarf:/path/vmlinux"`` or
+    #: ``"btf:/sys/kernel/btf/vmlinux kallsyms:/proc/kallsyms"`` ("" when unknown).
+    debuginfo: str = ""
 
 
 def _section_flag(name: str) -> property:

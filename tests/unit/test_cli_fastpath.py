@@ -78,10 +78,15 @@ def test_console_script_is_the_fast_entry_point() -> None:
          dict(target=None, vmlinux=None, save=None, output="o", debug=True)),
         (["classify", "--no-bpf", "--json"],
          dict(target=None, vmlinux=None, save=None, output=None, bpf=False)),
+        (["classify", "d.core", "--debuginfo", "btf", "-m", "System.map", "--json"],
+         dict(target="d.core", vmlinux=None, save=None, output=None, debuginfo="btf",
+              system_map="System.map")),
     ],
 )
 def test_fast_args_accepted(argv: list[str], want: dict[str, object]) -> None:
-    assert cli.fast_classify_args(argv) == {"debug": False, "bpf": True, **want}
+    assert cli.fast_classify_args(argv) == {
+        "debug": False, "bpf": True, "debuginfo": "auto", "system_map": None, **want
+    }
 
 
 @pytest.mark.parametrize(
