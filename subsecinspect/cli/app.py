@@ -27,7 +27,7 @@ from subsecinspect.cli.common import (
 )
 from subsecinspect.errors import EXIT_CODES
 
-__all__ = ("app",)
+__all__ = ("app", "package_version")
 
 _EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -37,11 +37,36 @@ app = typer.Typer(
     "into HOLE, ONLINE_RAM and Hildenbrand's five ZONE_DEVICE/hotplug memmap cases.\n\n"
     + _EXIT_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (typer's, via shellingham)
     pretty_exceptions_enable=False,
 )
 
 out = Console(soft_wrap=True)
+
+
+def package_version() -> str:
+    """The installed distribution's version (its metadata); a bare checkout's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("subsecinspect")
+    except PackageNotFoundError:
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"subsecinspect {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit",
+    )] = False,
+) -> None:
+    """The options before the command (``--version``, shell completion)."""
 
 TargetArg = Annotated[
     str | None,
@@ -156,18 +181,17 @@ def explain(
     """
 
     def body() -> None:
+        from subsecinspect import api
         from subsecinspect.classify.explain import explain as do_explain
-        from subsecinspect.render import jsondoc, tables
+        from subsecinspect.render import tables
 
         value, kind = parse_location(location)
         snap = load_snapshot(target, vmlinux)
         pfn = value >> snap.kernel.page_shift if kind == "phys" else value
-        exp = do_explain(snap, pfn)
         if json_:
-            _emit(jsondoc.dumps(jsondoc.explain_document(snap, exp, tool_version=__version__)),
-                  output)
+            _emit(api.dumps(api.explain_document(snap, pfn)), output)
         else:
-            _emit(tables.explain_panel(exp), output)
+            _emit(tables.explain_panel(do_explain(snap, pfn)), output)
 
     _run(debug, body)
 
@@ -180,12 +204,12 @@ def _snapshot_view(
     with ``--json``, else by ``render.tables.<view>_table``."""
 
     def body() -> None:
-        from subsecinspect.render import jsondoc, tables
+        from subsecinspect import api
+        from subsecinspect.render import tables
 
         snap = load_snapshot(target, vmlinux)
         if json_:
-            document = getattr(jsondoc, f"{view}_document")
-            _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
+            _emit(api.dumps(getattr(api, f"{view}_document")(snap)), output)
         else:
             _emit(getattr(tables, f"{view}_table")(snap), output)
 

@@ -118,26 +118,12 @@ def load_snapshot(
     Its warnings are printed to stderr unless *warn* is false. *preload*: modules the
     caller needs next, imported while drgn loads debug info (:func:`_preload`).
     """
+    from subsecinspect import api
+
     if target and target.endswith(".json"):
         if vmlinux:
             raise OptionError("-s/--vmlinux does not apply to a saved snapshot")
-        import dataclasses
-
-        from subsecinspect.snapshot.codec import snapshot_from_json
-        from subsecinspect.snapshot.model import SnapshotFormatError
-
-        try:
-            with open(target, "rb") as f:  # the decoder reports bad UTF-8 (exit 3)
-                text = f.read()
-        except OSError as e:
-            raise TargetError(f"cannot read snapshot {target}: {e.strerror or e}") from None
-        try:
-            snap = snapshot_from_json(text)
-        except SnapshotFormatError as e:
-            raise TargetError(f"{target} is not a saved subsecinspect snapshot: {e}") from None
-        snap = dataclasses.replace(
-            snap, target=dataclasses.replace(snap.target, format="snapshot", path=target)
-        )
+        snap = api.load_saved_snapshot(target)
     else:
         try:
             import drgn  # noqa: F401  (before the preload thread: it imports drgn users)
@@ -153,9 +139,7 @@ def load_snapshot(
             prog, info = open_target(target, vmlinux)
         finally:
             loader.join()
-        from subsecinspect.kernel.read import read_snapshot
-
-        snap = read_snapshot(prog, info)
+        snap = api.read_program(prog, info)
     if warn:
         for w in snap.warnings:
             say(f"subsecinspect: warning: {w}")
@@ -207,14 +191,11 @@ def classify_json(
     target: str | None, vmlinux: str | None, save: str | None, output: str | None
 ) -> None:
     """``classify --json``: read (or load) the snapshot, save it if asked, print the document."""
-    from subsecinspect import __version__
-    from subsecinspect.classify.decide import classify
-    from subsecinspect.render import jsondoc
+    from subsecinspect import api
 
     snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES)
     if save:
         from subsecinspect.snapshot.codec import snapshot_to_json
 
         write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
-    doc = jsondoc.classification_document(snap, classify(snap), tool_version=__version__)
-    emit_text(jsondoc.dumps(doc), output)
+    emit_text(api.dumps(api.classification_document(snap)), output)
