@@ -25,7 +25,7 @@ from subsecinspect.cli.common import (
     run_guarded,
     write_atomic,
 )
-from subsecinspect.errors import EXIT_CODES
+from subsecinspect.errors import EXIT_CODES, OptionError
 
 __all__ = ("app", "package_version")
 
@@ -111,7 +111,11 @@ def _run(debug: bool, fn: Callable[[], None]) -> None:
 
 @app.command()
 def classify(
-    target: TargetArg = None,
+    targets: Annotated[list[str] | None, typer.Argument(
+        help="/proc/kcore (default, live; needs root), vmcores (ELF or kdump-compressed), or "
+        "snapshots saved with --save (*.json); several: JSON lines, one per target",
+        show_default=False, metavar="[TARGET]...",
+    )] = None,
     vmlinux: VmlinuxOpt = None,
     json_: JsonOpt = False,
     save: Annotated[
@@ -119,6 +123,14 @@ def classify(
     ] = None,
     output: OutputOpt = None,
     debug: DebugOpt = False,
+    format_: Annotated[str | None, typer.Option(
+        "--format", help="table (default), json (same as --json), or openmetrics "
+        "(pages and ranges per class, for node_exporter's textfile collector; use with -o)",
+    )] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "-j", "--jobs", help="classify the targets N at a time, each in its own process "
+        "(JSON lines; one error line per bad target; progress on stderr)",
+    )] = None,
 ) -> None:
     """Classify every PFN: a summary per class and the range table (or --json).
 
@@ -131,7 +143,30 @@ def classify(
       subsecinspect classify --save snap.json        # keep the snapshot for later
 
       subsecinspect classify snap.json               # re-classify a saved snapshot offline
+
+      subsecinspect classify --format openmetrics -o /var/lib/node_exporter/subsec.prom
+
+      subsecinspect classify /var/crash/*/vmcore -j 4 > triage.jsonl  # a fleet's dumps
     """
+    from subsecinspect.cli import metrics
+
+    if len(targets or ()) > 1 or jobs is not None:
+        from subsecinspect.cli import fleet
+
+        worst = [0]
+
+        def many() -> None:
+            if save or format_ not in (None, "json"):
+                raise OptionError("several targets or --jobs: JSON lines only (no --save, "
+                                  "no --format)")
+            worst[0] = fleet.classify_many(targets or ["/proc/kcore"], vmlinux,
+                                            1 if jobs is None else jobs, output)
+
+        _run(debug, many)
+        if worst[0]:
+            raise typer.Exit(worst[0])
+        return
+    target = targets[0] if targets else None
 
     def tables_body() -> None:
         from rich.console import Group
@@ -146,10 +181,9 @@ def classify(
         cls = do_classify(snap)
         _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
 
-    if json_:
-        _run(debug, lambda: classify_json(target, vmlinux, save, output))
-    else:
-        _run(debug, tables_body)
+    bodies = {"json": lambda: classify_json(target, vmlinux, save, output), "table": tables_body,
+              "openmetrics": lambda: metrics.classify_metrics(target, vmlinux, save, output)}
+    _run(debug, lambda: bodies[metrics.check_format(format_, json_)]())
 
 
 @app.command()
