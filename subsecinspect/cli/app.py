@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from subsecinspect import __version__
+from subsecinspect.cli import diff as diff_cmd
 from subsecinspect.cli import trace as trace_cmd
 from subsecinspect.cli.common import (
     classify_json,
@@ -288,3 +289,4 @@ _view_command("pgmaps", """Every dev_pagemap in pgmap_array: type, ranges, altma
 
 # `subsecinspect trace` lives in cli/trace.py (bcc is imported only when it runs).
 app.command("trace")(trace_cmd.trace)
+app.command("diff")(diff_cmd.diff)

@@ -26,7 +26,7 @@ for mod in [m for m in sys.modules if m == "drgn" or m.startswith("drgn.")]:
 import subsecinspect.snapshot.model, subsecinspect.classify.decide, subsecinspect.snapshot.pageinit
 import subsecinspect.classify.predicates, subsecinspect.classify.explain
 import subsecinspect.render.jsondoc, subsecinspect.render.tables, subsecinspect.render.picture
-import subsecinspect.render.openmetrics
+import subsecinspect.render.openmetrics, subsecinspect.render.diffdoc, subsecinspect.classify.diff
 from subsecinspect.classify.decide import classify
 from subsecinspect.snapshot.codec import snapshot_from_json
 
