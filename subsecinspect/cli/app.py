@@ -132,6 +132,10 @@ def classify(
         "-j", "--jobs", help="classify the targets N at a time, each in its own process "
         "(JSON lines; one error line per bad target; progress on stderr)",
     )] = None,
+    picture: Annotated[str | None, typer.Option(
+        "--picture", help="also write the memory map as SVG to this file (atomically): a row "
+        "per section, a cell per sub-section coloured by class, ranges as tooltips",
+    )] = None,
 ) -> None:
     """Classify every PFN: a summary per class and the range table (or --json).
 
@@ -168,6 +172,10 @@ def classify(
             raise typer.Exit(worst[0])
         return
     target = targets[0] if targets else None
+    if picture is not None:
+        from subsecinspect.cli.svgout import classify_picture
+
+        return _run(debug, lambda: classify_picture(target, vmlinux, picture, json_, output))
 
     def tables_body() -> None:
         from rich.console import Group

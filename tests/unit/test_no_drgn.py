@@ -27,6 +27,7 @@ import subsecinspect.snapshot.model, subsecinspect.classify.decide, subsecinspec
 import subsecinspect.classify.predicates, subsecinspect.classify.explain
 import subsecinspect.render.jsondoc, subsecinspect.render.tables, subsecinspect.render.picture
 import subsecinspect.render.openmetrics, subsecinspect.render.diffdoc, subsecinspect.classify.diff
+import subsecinspect.render.svg
 from subsecinspect.classify.decide import classify
 from subsecinspect.snapshot.codec import snapshot_from_json
 
