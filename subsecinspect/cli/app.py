@@ -161,9 +161,9 @@ def classify(
         worst = [0]
 
         def many() -> None:
-            if save or format_ not in (None, "json"):
+            if save or picture or format_ not in (None, "json"):
                 raise OptionError("several targets or --jobs: JSON lines only (no --save, "
-                                  "no --format)")
+                                  "--picture or --format)")
             worst[0] = fleet.classify_many(targets or ["/proc/kcore"], vmlinux,
                                             1 if jobs is None else jobs, output)
 
@@ -175,7 +175,13 @@ def classify(
     if picture is not None:
         from subsecinspect.cli.svgout import classify_picture
 
-        return _run(debug, lambda: classify_picture(target, vmlinux, picture, json_, output))
+        def with_picture() -> None:
+            if save or metrics.check_format(format_, json_) == "openmetrics":
+                raise OptionError("--picture goes with the table or --json (no --save, "
+                                  "no --format openmetrics)")
+            classify_picture(target, vmlinux, picture, json_, output)
+
+        return _run(debug, with_picture)
 
     def tables_body() -> None:
         from rich.console import Group

@@ -63,6 +63,7 @@ def test_output_file_holds_every_line(targets: list[str], tmp_path: Path,
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--save", "s.json"], "several targets or --jobs: JSON lines only"),
     (["-s", "/vmlinux"], "-s/--vmlinux does not apply to a saved snapshot"),
+    (["--picture", "p.svg"], "several targets or --jobs: JSON lines only"),
 ])
 def test_bad_options(extra: list[str], msg: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "classify", *GOOD[:2], *extra)

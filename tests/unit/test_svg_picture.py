@@ -84,3 +84,13 @@ def test_tooltips_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "<title>PFN 0x128000-0x128200: 0x11c600-0x12d000 C2_DEV_VALID</title>" in svg
     assert svg.count("<rect x=") == 22 * 64 + len({c for c in PageClass if
                                                    f">{c.value}</text>" in svg})
+
+
+@pytest.mark.parametrize("extra", [["--format", "openmetrics"], ["--save", "x.json"]])
+def test_picture_refuses_other_outputs(extra: list[str], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "s.json").write_text(snapshot_to_json(nvdimm_mixed(mm_a=memmap_a())))
+    code, out, err = run_cli(capsys, "classify", str(tmp_path / "s.json"), "--picture",
+                             str(tmp_path / "p.svg"), *extra)
+    assert (code, out) == (2, "") and "--picture goes with the table or --json" in err
+    assert not (tmp_path / "p.svg").exists()
