@@ -20,6 +20,8 @@ PKGS=(
   makedumpfile crash     # dump conversion checks and the crash comparison
   gcc make bc flex bison libelf-dev # ground-truth kernel module builds against the lab kernels' headers
   python3-venv           # the project's virtual environment
+  chromium               # renders classify --picture SVGs headless (tests/unit/test_svg_picture.py)
+  man-db groff-base      # man -l / groff -ww of the shipped man page (tests/unit/test_packaging.py)
   util-linux dpkg        # setpriv (QEMU dies with its driver: PR_SET_PDEATHSIG), dpkg-deb
 )
 missing=()

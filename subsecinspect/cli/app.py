@@ -16,8 +16,10 @@ import typer
 from rich.console import Console
 
 from subsecinspect import __version__
+from subsecinspect.cli import diff as diff_cmd
 from subsecinspect.cli import trace as trace_cmd
 from subsecinspect.cli.common import (
+    Opening,
     classify_json,
     emit_text,
     load_snapshot,
@@ -28,7 +30,7 @@ from subsecinspect.cli.common import (
 )
 from subsecinspect.errors import EXIT_CODES, OptionError
 
-__all__ = ("app",)
+__all__ = ("app", "package_version")
 
 _EXIT_HELP = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -38,11 +40,36 @@ app = typer.Typer(
     "into HOLE, ONLINE_RAM and Hildenbrand's five ZONE_DEVICE/hotplug memmap cases.\n\n"
     + _EXIT_HELP,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (typer's, via shellingham)
     pretty_exceptions_enable=False,
 )
 
 out = Console(soft_wrap=True)
+
+
+def package_version() -> str:
+    """The installed distribution's version (its metadata); a bare checkout's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("subsecinspect")
+    except PackageNotFoundError:
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"subsecinspect {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version and exit",
+    )] = False,
+) -> None:
+    """The options before the command (``--version``, shell completion)."""
 
 TargetArg = Annotated[
     str | None,
@@ -101,7 +128,11 @@ def _run(debug: bool, fn: Callable[[], None]) -> None:
 
 @app.command()
 def classify(
-    target: TargetArg = None,
+    targets: Annotated[list[str] | None, typer.Argument(
+        help="/proc/kcore (default, live; needs root), vmcores (ELF or kdump-compressed), or "
+        "snapshots saved with --save (*.json); several: JSON lines, one per target",
+        show_default=False, metavar="[TARGET]...",
+    )] = None,
     vmlinux: VmlinuxOpt = None,
     debuginfo: DebuginfoOpt = "auto",
     system_map: SystemMapOpt = None,
@@ -112,6 +143,18 @@ def classify(
     output: OutputOpt = None,
     debug: DebugOpt = False,
     no_bpf: NoBpfOpt = False,
+    format_: Annotated[str | None, typer.Option(
+        "--format", help="table (default), json (same as --json), or openmetrics "
+        "(pages and ranges per class, for node_exporter's textfile collector; use with -o)",
+    )] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "-j", "--jobs", help="classify the targets N at a time, each in its own process "
+        "(JSON lines; one error line per bad target; progress on stderr)",
+    )] = None,
+    picture: Annotated[str | None, typer.Option(
+        "--picture", help="also write the memory map as SVG to this file (atomically): a row "
+        "per section, a cell per sub-section coloured by class, ranges as tooltips",
+    )] = None,
 ) -> None:
     """Classify every PFN: a summary per class and the range table (or --json).
 
@@ -124,7 +167,41 @@ def classify(
       subsecinspect classify --save snap.json        # keep the snapshot for later
 
       subsecinspect classify snap.json               # re-classify a saved snapshot offline
+
+      subsecinspect classify --format openmetrics -o /var/lib/node_exporter/subsec.prom
+
+      subsecinspect classify /var/crash/*/vmcore -j 4 > triage.jsonl  # a fleet's dumps
     """
+    from subsecinspect.cli import metrics
+
+    opening = Opening(vmlinux, debuginfo, system_map, not no_bpf)
+    if len(targets or ()) > 1 or jobs is not None:
+        from subsecinspect.cli import fleet
+
+        worst = [0]
+
+        def many() -> None:
+            if save or picture or format_ not in (None, "json"):
+                raise OptionError("several targets or --jobs: JSON lines only (no --save, "
+                                  "--picture or --format)")
+            worst[0] = fleet.classify_many(targets or ["/proc/kcore"], opening,
+                                            1 if jobs is None else jobs, output)
+
+        _run(debug, many)
+        if worst[0]:
+            raise typer.Exit(worst[0])
+        return
+    target = targets[0] if targets else None
+    if picture is not None:
+        from subsecinspect.cli.svgout import classify_picture
+
+        def with_picture() -> None:
+            if save or metrics.check_format(format_, json_) == "openmetrics":
+                raise OptionError("--picture goes with the table or --json (no --save, "
+                                  "no --format openmetrics)")
+            classify_picture(target, opening, picture, json_, output)
+
+        return _run(debug, with_picture)
 
     def tables_body() -> None:
         from rich.console import Group
@@ -133,8 +210,7 @@ def classify(
         from subsecinspect.render import tables
         from subsecinspect.snapshot.codec import snapshot_to_json
 
-        snap = load_snapshot(target, vmlinux, bpf=not no_bpf, debuginfo=debuginfo,
-                             system_map=system_map)
+        snap = load_snapshot(target, opening)
         if save:
             write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
         cls = do_classify(snap)
@@ -142,11 +218,9 @@ def classify(
             say(f"subsecinspect: debug info: {snap.target.debuginfo}")
         _emit(Group(tables.summary_table(cls), tables.ranges_table(cls)), output)
 
-    if json_:
-        _run(debug, lambda: classify_json(target, vmlinux, save, output, not no_bpf, debuginfo,
-                                          system_map))
-    else:
-        _run(debug, tables_body)
+    bodies = {"json": lambda: classify_json(target, opening, save, output), "table": tables_body,
+              "openmetrics": lambda: metrics.classify_metrics(target, opening, save, output)}
+    _run(debug, lambda: bodies[metrics.check_format(format_, json_)]())
 
 
 @app.command()
@@ -181,19 +255,17 @@ def explain(
     """
 
     def body() -> None:
+        from subsecinspect import api
         from subsecinspect.classify.explain import explain as do_explain
-        from subsecinspect.render import jsondoc, tables
+        from subsecinspect.render import tables
 
         value, kind = parse_location(location)
-        snap = load_snapshot(target, vmlinux, bpf=not no_bpf, debuginfo=debuginfo,
-                             system_map=system_map)
+        snap = load_snapshot(target, Opening(vmlinux, debuginfo, system_map, not no_bpf))
         pfn = value >> snap.kernel.page_shift if kind == "phys" else value
-        exp = do_explain(snap, pfn)
         if json_:
-            _emit(jsondoc.dumps(jsondoc.explain_document(snap, exp, tool_version=__version__)),
-                  output)
+            _emit(api.dumps(api.explain_document(snap, pfn)), output)
         else:
-            _emit(tables.explain_panel(exp), output)
+            _emit(tables.explain_panel(do_explain(snap, pfn)), output)
 
     _run(debug, body)
 
@@ -216,14 +288,17 @@ def _model_names(models: list[str]) -> list[str]:
 def audit(
     target: TargetArg = None,
     vmlinux: VmlinuxOpt = None,
+    debuginfo: DebuginfoOpt = "auto",
+    system_map: SystemMapOpt = None,
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="kernel (default), init-reserved, section-flag, "
+        typer.Option("--model", help="kernel (default), init-reserved, section-flag, "
                      "subsection-zone-device, subsection-initialised, or all; repeatable"),
     ] = None,
     json_: JsonOpt = False,
     output: OutputOpt = None,
     debug: DebugOpt = False,
+    no_bpf: NoBpfOpt = False,
 ) -> None:
     """Per class, which PFNs the kernel's predicates (and the 2019 alternatives) answer
     right, unsafe (a struct page that is not initialised) or over-cautious (a valid one hidden).
@@ -243,7 +318,7 @@ def audit(
         from subsecinspect.render import auditdoc, jsondoc
 
         names = _model_names(list(model or []))
-        snap = load_snapshot(target, vmlinux)
+        snap = load_snapshot(target, Opening(vmlinux, debuginfo, system_map, not no_bpf))
         result = do_audit(snap, do_classify(snap), names)
         doc = auditdoc.audit_document(snap, result, tool_version=__version__) if json_ else None
         _emit(jsondoc.dumps(doc) if doc is not None else auditdoc.audit_tables(result), output)
@@ -259,12 +334,12 @@ def _snapshot_view(
     with ``--json``, else by ``render.tables.<view>_table``."""
 
     def body() -> None:
-        from subsecinspect.render import jsondoc, tables
+        from subsecinspect import api
+        from subsecinspect.render import tables
 
-        snap = load_snapshot(target, vmlinux, bpf=bpf, debuginfo=debuginfo, system_map=system_map)
+        snap = load_snapshot(target, Opening(vmlinux, debuginfo, system_map, bpf))
         if json_:
-            document = getattr(jsondoc, f"{view}_document")
-            _emit(jsondoc.dumps(document(snap, tool_version=__version__)), output)
+            _emit(api.dumps(getattr(api, f"{view}_document")(snap)), output)
         else:
             _emit(getattr(tables, f"{view}_table")(snap), output)
 
@@ -313,3 +388,4 @@ _view_command("pgmaps", """Every dev_pagemap in pgmap_array: type, ranges, altma
 
 # `subsecinspect trace` lives in cli/trace.py (bcc is imported only when it runs).
 app.command("trace")(trace_cmd.trace)
+app.command("diff")(diff_cmd.diff)

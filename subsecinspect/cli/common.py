@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from subsecinspect.errors import OptionError, SubsecinspectError, TargetError
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from subsecinspect.snapshot.model import Snapshot
 
 __all__ = (
+    "Opening",
     "Terminated",
     "classify_json",
     "emit_text",
@@ -110,41 +112,48 @@ def _preload(modules: Sequence[str]) -> threading.Thread:
     return thread
 
 
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a kernel target is opened; every command that opens one takes these options.
+
+    *vmlinux* (``-s``), *debuginfo* (``--debuginfo auto|dwarf|btf``) and *system_map*
+    (``-m``) say where the debug info comes from (:func:`subsecinspect.target.open_target`);
+    *bpf* false (``--no-bpf``): live, read only what /proc/kcore serves
+    (:mod:`subsecinspect.kernel.livemem`).
+    """
+
+    vmlinux: str | None = None
+    debuginfo: str = "auto"
+    system_map: str | None = None
+    bpf: bool = True
+
+    def argv(self) -> list[str]:
+        """The same options on a command line (for child processes)."""
+        out = ["-s", self.vmlinux] if self.vmlinux else []
+        if self.debuginfo != "auto":
+            out += ["--debuginfo", self.debuginfo]
+        if self.system_map:
+            out += ["-m", self.system_map]
+        return out + ([] if self.bpf else ["--no-bpf"])
+
+
 def load_snapshot(
     target: str | None,
-    vmlinux: str | None,
+    opening: Opening = Opening(),
     warn: bool = True,
     preload: Sequence[str] = (),
-    bpf: bool = True,
-    debuginfo: str = "auto",
-    system_map: str | None = None,
 ) -> Snapshot:
     """A snapshot from a saved JSON file, or read from the live kernel / a vmcore.
 
     Its warnings are printed to stderr unless *warn* is false. *preload*: modules the
-    caller needs next, imported while drgn loads debug info (:func:`_preload`). *bpf*
-    false (``--no-bpf``): live, read only what /proc/kcore serves.
+    caller needs next, imported while drgn loads debug info (:func:`_preload`).
     """
+    from subsecinspect import api
+
     if target and target.endswith(".json"):
-        if vmlinux:
+        if opening.vmlinux:
             raise OptionError("-s/--vmlinux does not apply to a saved snapshot")
-        import dataclasses
-
-        from subsecinspect.snapshot.codec import snapshot_from_json
-        from subsecinspect.snapshot.model import SnapshotFormatError
-
-        try:
-            with open(target, "rb") as f:  # the decoder reports bad UTF-8 (exit 3)
-                text = f.read()
-        except OSError as e:
-            raise TargetError(f"cannot read snapshot {target}: {e.strerror or e}") from None
-        try:
-            snap = snapshot_from_json(text)
-        except SnapshotFormatError as e:
-            raise TargetError(f"{target} is not a saved subsecinspect snapshot: {e}") from None
-        snap = dataclasses.replace(
-            snap, target=dataclasses.replace(snap.target, format="snapshot", path=target)
-        )
+        snap = api.load_saved_snapshot(target)
     else:
         try:
             import drgn  # noqa: F401  (before the preload thread: it imports drgn users)
@@ -157,12 +166,11 @@ def load_snapshot(
             ) from None
         loader = _preload(("subsecinspect.kernel.read", *preload))
         try:
-            prog, info = open_target(target, vmlinux, debuginfo, system_map)
+            prog, info = open_target(target, opening.vmlinux, opening.debuginfo,
+                                     opening.system_map)
         finally:
             loader.join()
-        from subsecinspect.kernel.read import read_snapshot
-
-        snap = read_snapshot(prog, info, bpf_memmap=bpf)
+        snap = api.read_program(prog, info, bpf_memmap=opening.bpf)
     if warn:
         for w in snap.warnings:
             say(f"subsecinspect: warning: {w}")
@@ -212,23 +220,17 @@ _CLASSIFY_JSON_MODULES = ("subsecinspect.classify.decide", "subsecinspect.render
 
 def classify_json(
     target: str | None,
-    vmlinux: str | None,
+    opening: Opening,
     save: str | None,
     output: str | None,
-    bpf: bool = True,
-    debuginfo: str = "auto",
-    system_map: str | None = None,
 ) -> None:
     """``classify --json``: read (or load) the snapshot, save it if asked, print the document."""
-    from subsecinspect import __version__
-    from subsecinspect.classify.decide import classify
-    from subsecinspect.render import jsondoc
 
-    snap = load_snapshot(target, vmlinux, preload=_CLASSIFY_JSON_MODULES, bpf=bpf,
-                         debuginfo=debuginfo, system_map=system_map)
+    snap = load_snapshot(target, opening, preload=_CLASSIFY_JSON_MODULES)
     if save:
         from subsecinspect.snapshot.codec import snapshot_to_json
 
         write_atomic(save, snapshot_to_json(snap, indent=None) + "\n")
-    doc = jsondoc.classification_document(snap, classify(snap), tool_version=__version__)
-    emit_text(jsondoc.dumps(doc), output)
+    from subsecinspect import api
+
+    emit_text(api.dumps(api.classification_document(snap)), output)

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from subsecinspect.cli.common import Terminated, classify_json, run_guarded
+from subsecinspect.cli.common import Opening, Terminated, classify_json, run_guarded
 
 __all__ = ("fast_classify_args", "main")
 
@@ -98,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     fast = fast_classify_args(args)
     if fast is not None:
         debug = fast.pop("debug")
-        sys.exit(run_guarded(debug, lambda: classify_json(**fast)))
+        opening = Opening(fast.pop("vmlinux"), fast.pop("debuginfo"), fast.pop("system_map"),
+                          fast.pop("bpf"))
+        sys.exit(run_guarded(debug, lambda: classify_json(opening=opening, **fast)))
     from subsecinspect.cli.app import app
 
     if argv is None:

@@ -139,6 +139,10 @@ def trace(
         bool, typer.Option("--kprobes-only", help="never use fentry/fexit (BPF trampolines)")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")] = False,
+    metrics: Annotated[str | None, typer.Option(
+        "--metrics", help="keep this classify --format openmetrics file current while tracing "
+        "(rewritten atomically after hotplug events; for node_exporter's textfile collector)",
+    )] = None,
 ) -> None:
     """Trace persistent-memory hotplug and catch PFN walkers that touch uninitialised memmaps.
 
@@ -164,7 +168,7 @@ def trace(
     try:
         with stop:
             code = _trace(stop, duration, json_, print_bpf, seed, (vmlinux, debuginfo, system_map),
-                          hot_walkers, kprobes_only, debug)
+                          hot_walkers, kprobes_only, debug, metrics)
     except SubsecinspectError as e:
         if debug:
             import traceback
@@ -182,7 +186,7 @@ def trace(
 
 def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, seed: bool,
            debug_info: tuple[str | None, str, str | None], hot_walkers: bool, kprobes_only: bool,
-           debug: bool = False) -> int:
+           debug: bool = False, metrics: str | None = None) -> int:
     from subsecinspect.probes.subsec_trace import SubsecTrace
     from subsecinspect.probes.timeline import Summary, event_record, event_text
     from subsecinspect.probes.windows import WindowModel
@@ -205,6 +209,9 @@ def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, se
         err.print(f"trace: seeded {len(wins)} windows and {len(c1)} C1 sections from a live "
                   f"classification in {time.monotonic() - t:.1f}s", highlight=False)
     model = WindowModel.seeded(wins, c1, shift)
+    from subsecinspect.cli.trace_metrics import live_metrics_file
+
+    prom = live_metrics_file(metrics, *debug_info) if metrics else None
     summary = Summary()
     tracer = SubsecTrace(wins, c1, hot_walkers=hot_walkers, fentry=not kprobes_only)
     recent: deque[str] = deque(maxlen=20)
@@ -225,6 +232,8 @@ def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, se
             t0[0] = ev.ts_ns
         summary.add(ev)
         change = model.apply(ev)
+        if prom is not None and ev.kind.name != "WALKER":
+            prom.mark_stale()
         stack = tracer.stack(ev.kstack) if ev.kind.name == "WALKER" else None
         if json_:
             emit(event_record(ev, t0[0], change, stack))
@@ -271,6 +280,8 @@ def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, se
             with Live(console=out, refresh_per_second=4) as live:
                 while stop.signal is None and (end is None or time.monotonic() < end):
                     tracer.poll(200)
+                    if prom is not None:
+                        prom.refresh()
                     live.update(Group(
                         Panel(Text("\n".join(recent)), title="hotplug timeline"),
                         Panel(Text("\n".join(alarms)), title=f"alarms ({summary.alarms})"),
@@ -278,7 +289,11 @@ def _trace(stop: _Stop, duration: float | None, json_: bool, print_bpf: bool, se
         else:
             while stop.signal is None and (end is None or time.monotonic() < end):
                 tracer.poll(200)
+                if prom is not None:
+                    prom.refresh()
         tracer.drain()
+        if prom is not None:
+            prom.refresh(force=True)
         stats = tracer.stats()
         windows_now = len(tracer.current_windows())
     finally:

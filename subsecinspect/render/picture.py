@@ -13,7 +13,7 @@ from subsecinspect.classify.classes import Classification, PageClass
 from subsecinspect.render.tables import CLASS_STYLES
 from subsecinspect.snapshot.model import Snapshot
 
-__all__ = ("CLASS_CHARS", "section_picture")
+__all__ = ("CLASS_CHARS", "section_picture", "subsection_cover")
 
 #: One character per class; the legend is printed under the picture.
 CLASS_CHARS: dict[PageClass, str] = {
@@ -33,6 +33,22 @@ CLASS_CHARS: dict[PageClass, str] = {
     PageClass.MEMMAP_UNREADABLE: "u",
     PageClass.CORRUPT: "!",
 }
+
+
+def subsection_cover(classification: Classification, start: int, end: int
+                     ) -> dict[PageClass, int]:
+    """Pages of each class in PFNs ``[start, end)`` (past ``end_pfn``: HOLE)."""
+    cover: dict[PageClass, int] = {}
+    pfn = start
+    while pfn < end:
+        r = classification.lookup(pfn)
+        if r is None:
+            cover[PageClass.HOLE] = cover.get(PageClass.HOLE, 0) + end - pfn
+            break
+        stop = min(r.end_pfn, end)
+        cover[r.cls] = cover.get(r.cls, 0) + stop - pfn
+        pfn = stop
+    return cover
 
 
 def section_picture(
@@ -58,17 +74,7 @@ def section_picture(
         out.append(f"{nr:6d} {nr << k.section_size_bits:#14x} ")
         for i in range(k.subsections_per_section):
             a = nr * pps + i * per
-            b = a + per
-            cover: dict[PageClass, int] = {}
-            pfn = a
-            while pfn < b:
-                r = classification.lookup(pfn)
-                if r is None:
-                    cover[PageClass.HOLE] = cover.get(PageClass.HOLE, 0) + b - pfn
-                    break
-                end = min(r.end_pfn, b)
-                cover[r.cls] = cover.get(r.cls, 0) + end - pfn
-                pfn = end
+            cover = subsection_cover(classification, a, a + per)
             cls = max(cover, key=lambda c: cover[c])
             seen.add(cls)
             char = "*" if len(cover) > 1 else CLASS_CHARS[cls]

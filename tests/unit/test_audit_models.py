@@ -140,7 +140,8 @@ def test_cli_audit_json_lists_every_model_and_rejects_unknown_ones(tmp_path: Pat
     bad = CliRunner().invoke(app, ["audit", str(path), "--model", "nope"])
     assert bad.exit_code == 2
     assert "unknown model 'nope'" in bad.output
-    tables = CliRunner().invoke(app, ["audit", str(path), "-m", "kernel", "-m", "section-flag"])
+    tables = CliRunner().invoke(app, ["audit", str(path), "--model", "kernel",
+                                         "--model", "section-flag"])
     assert tables.exit_code == 0 and "model section-flag" in tables.stdout
 
 

@@ -189,7 +189,12 @@ def test_other_command_lines_still_reach_typer(tmp_path: Path) -> None:
     tables = run_fast("classify", str(LAB_SNAPSHOT), cwd=tmp_path)
     assert tables.returncode == 0 and "C2_DEV_VALID" in tables.stdout
     assert not tables.stdout.lstrip().startswith("{")
-    usage = run_fast("classify", "--json", "a", "b", cwd=tmp_path)
+    # two targets: the typer app's JSON lines (cli/fleet.py), one error line per missing dump
+    many = run_fast("classify", "--json", "a", "b", cwd=tmp_path)
+    assert many.returncode == 3
+    assert [json.loads(ln)["document"] for ln in many.stdout.splitlines()] == [
+        "classify_error", "classify_error"]
+    usage = run_fast("sections", "--json", "a", "b", cwd=tmp_path)
     assert usage.returncode == 2 and "Got unexpected extra argument" in usage.stderr
     sections = run_fast("sections", str(LAB_SNAPSHOT), "--json", cwd=tmp_path)
     assert sections.returncode == 0 and json.loads(sections.stdout)["document"] == "sections"

@@ -28,6 +28,8 @@ import subsecinspect.classify.predicates, subsecinspect.classify.explain
 import subsecinspect.classify.audit.models, subsecinspect.classify.audit.tally
 import subsecinspect.render.auditdoc
 import subsecinspect.render.jsondoc, subsecinspect.render.tables, subsecinspect.render.picture
+import subsecinspect.render.openmetrics, subsecinspect.render.diffdoc, subsecinspect.classify.diff
+import subsecinspect.render.svg
 from subsecinspect.classify.decide import classify
 from subsecinspect.snapshot.codec import snapshot_from_json
 

@@ -2,41 +2,29 @@
 
 The lab (vm-images/lab) only works from a checkout: it finds kernels.toml, tests/kmod and
 scripts/ beside itself. A wheel that carried it would install a package named ``lab`` that
-cannot run. Built without build isolation (setuptools comes with the test extras), so the
-test needs no network.
+cannot run. Built by :func:`lab.wheel.build_wheel` (no build isolation, no network).
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from lab.wheel import build_wheel
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    # From a copy of what the build reads: setuptools reuses a build/ left in the source
-    # tree, whose stale modules would land in the wheel.
-    src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, src / name)
-    for name in ("subsecinspect", "bpf", "vm-images"):
-        shutil.copytree(ROOT / name, src / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "cache"))
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(src)],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    (whl,) = out.glob("subsecinspect-*.whl")
-    with zipfile.ZipFile(whl) as z:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("build"))
+
+
+@pytest.fixture(scope="module")
+def wheel_files(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as z:
         return z.namelist()
 
 
@@ -63,3 +51,11 @@ def test_wheel_holds_every_bpf_source(wheel_files: list[str]) -> None:
     shipped = {n.rsplit("/", 1)[1] for n in wheel_files if "/share/subsecinspect/bpf/" in n}
     assert want, "no BPF sources found"
     assert shipped == want
+
+
+def test_wheel_declares_the_drgn_plugin(wheel: Path) -> None:
+    """drgn finds the plugin through this entry point (``drgn.plugins`` group)."""
+    with zipfile.ZipFile(wheel) as z:
+        (ep,) = [n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        text = z.read(ep).decode()
+    assert "[drgn.plugins]\nsubsecinspect = subsecinspect.drgn_plugin" in text
