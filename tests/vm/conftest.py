@@ -1,7 +1,9 @@
 """Fixtures of the lab tests (marker ``lab``): kernels of the matrix, prerequisites, scenario VMs.
 
 * ``kernel_id``: every test that takes it runs once per kernel of vm-images/kernels.toml, or of
-  ``LAB_KERNELS="6.1 6.12"`` when that is set (the same variable scripts/test.sh uses).
+  ``LAB_KERNELS="6.1 6.12"`` when that is set (the same variable scripts/test.sh uses). A
+  module that sets ``LAB_TIER = "edges"`` runs on the oldest and the newest kernel only,
+  unless ``LAB_MATRIX=full`` (vm-images/README.md, "Tiers": the suite's 60-minute budget).
 * :func:`require_lab`: qemu-system-x86_64 and the kernel's lab cache must be there. In CI
   (``CI=true``) a missing prerequisite FAILS the test; elsewhere it is skipped with the command
   that builds the cache.
@@ -87,9 +89,19 @@ def scenario_vm(scenario: Scenario, kernel_id: str, **extra: Any) -> Iterator[An
         yield vm
 
 
+def tier_kernels(module: object) -> tuple[str, ...]:
+    """:func:`lab_kernels`, narrowed to the oldest and newest kernel for a module whose
+    ``LAB_TIER`` is ``"edges"`` (unless ``LAB_KERNELS`` names kernels or ``LAB_MATRIX=full``)."""
+    kernels = lab_kernels()
+    if (getattr(module, "LAB_TIER", "") == "edges" and not os.environ.get("LAB_KERNELS")
+            and os.environ.get("LAB_MATRIX", "") != "full" and len(kernels) > 2):
+        return (kernels[0], kernels[-1])
+    return kernels
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kernel_id" in metafunc.fixturenames:
-        metafunc.parametrize("kernel_id", lab_kernels(), scope="module")
+        metafunc.parametrize("kernel_id", tier_kernels(metafunc.module), scope="module")
 
 
 @pytest.fixture(scope="session")

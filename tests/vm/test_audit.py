@@ -31,6 +31,9 @@ from subsecinspect.snapshot.codec import snapshot_from_json
 from subsecinspect.snapshot.model import Snapshot
 
 pytestmark = pytest.mark.lab
+#: CI runs this module on the oldest and newest kernel (tests/vm/conftest.py tier_kernels);
+#: LAB_MATRIX=full runs all four (vm-images/README.md, "Tiers").
+LAB_TIER = "edges"
 
 _SNAP = "/tmp/audit-snapshot.json"
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (NVDIMM_MIXED, LEGACY_PMEM)}

@@ -36,6 +36,9 @@ from lab.kdump import dump_elf
 from lab.scenarios import SCENARIOS, apply_stage
 
 pytestmark = pytest.mark.lab
+#: CI runs this module on the oldest and newest kernel (tests/vm/conftest.py tier_kernels);
+#: LAB_MATRIX=full runs all four (vm-images/README.md, "Tiers").
+LAB_TIER = "edges"
 
 _HIDE = "mount -t tmpfs none /usr/lib/debug/boot"
 
