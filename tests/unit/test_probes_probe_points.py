@@ -1,11 +1,11 @@
-"""Probe-point feature detection from /proc/kallsyms (subsecinspect.probes.kallsyms)."""
+"""Probe-point feature detection from /proc/kallsyms (subsecinspect.probes.probe_points)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from subsecinspect.probes.kallsyms import PROBES, plan, symbols
+from subsecinspect.probes.probe_points import PROBES, plan, symbols
 
 BPF_SRC = Path(__file__).resolve().parents[2] / "bpf" / "subsec_trace.bpf.c"
 
