@@ -25,7 +25,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from subsecinspect.errors import OptionError, ProbeError, SubsecinspectError
-from subsecinspect.probes.subsec_trace import StartInterrupted
+from subsecinspect.probes.attaching import StartInterrupted
 
 __all__ = ("leftover_kprobes", "seed_from_live", "trace")
 

@@ -17,21 +17,18 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+from subsecinspect.debuginfo.btf_records import (
+    KIND_NAMES,
+    BtfKind,
+    BtfMember,
+    BtfParam,
+    BtfType,
+    BtfVarSecinfo,
+)
 from subsecinspect.errors import DebugInfoError
 
-__all__ = (
-    "BTF_MAGIC",
-    "KIND_NAMES",
-    "Btf",
-    "BtfError",
-    "BtfKind",
-    "BtfMember",
-    "BtfParam",
-    "BtfType",
-    "BtfVarSecinfo",
-)
+__all__ = ("BTF_MAGIC", "Btf", "BtfError")
 
 #: include/uapi/linux/btf.h: ``#define BTF_MAGIC 0xeB9F`` (read little-endian).
 BTF_MAGIC = 0xEB9F
@@ -44,84 +41,11 @@ class BtfError(DebugInfoError):
     """The BTF blob is damaged, truncated or of an unknown version."""
 
 
-class BtfKind:
-    """``BTF_KIND_*`` (include/uapi/linux/btf.h); ENUM64 is v6.0 (6089fb325cf7)."""
-
-    UNKN = 0
-    INT = 1
-    PTR = 2
-    ARRAY = 3
-    STRUCT = 4
-    UNION = 5
-    ENUM = 6
-    FWD = 7
-    TYPEDEF = 8
-    VOLATILE = 9
-    CONST = 10
-    RESTRICT = 11
-    FUNC = 12
-    FUNC_PROTO = 13
-    VAR = 14
-    DATASEC = 15
-    FLOAT = 16
-    DECL_TAG = 17
-    TYPE_TAG = 18
-    ENUM64 = 19
-
-
-KIND_NAMES = {v: k for k, v in vars(BtfKind).items() if not k.startswith("_")}
-
-# Words after the 3-word struct btf_type: _BASE[kind] + _PER_VLEN[kind] * vlen (btf.rst §2.2).
 _BASE = {1: 1, 3: 3, 14: 1, 17: 1}
 _PER_VLEN = {4: 3, 5: 3, 6: 2, 13: 2, 15: 3, 19: 3}
 _EXTRA = [
     (_BASE.get(k, 0), _PER_VLEN.get(k, 0)) if 1 <= k <= 19 else None for k in range(32)
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class BtfType:
-    """One ``struct btf_type`` header, decoded."""
-
-    id: int
-    kind: int
-    name: str
-    vlen: int
-    kind_flag: bool
-    #: ``size`` (INT, ENUM, STRUCT, UNION, DATASEC, FLOAT, ENUM64) or ``type`` (the rest).
-    size_or_type: int
-
-    @property
-    def kind_name(self) -> str:
-        """``"STRUCT"``, ``"INT"``, ..."""
-        return KIND_NAMES.get(self.kind, f"kind{self.kind}")
-
-
-@dataclass(frozen=True, slots=True)
-class BtfMember:
-    """``struct btf_member``; *bit_field_size* is 0 when not a bit field."""
-
-    name: str
-    type: int
-    bit_offset: int
-    bit_field_size: int
-
-
-@dataclass(frozen=True, slots=True)
-class BtfParam:
-    """``struct btf_param`` of a FUNC_PROTO (type 0 as the last one means ``...``)."""
-
-    name: str
-    type: int
-
-
-@dataclass(frozen=True, slots=True)
-class BtfVarSecinfo:
-    """``struct btf_var_secinfo`` of a DATASEC."""
-
-    type: int
-    offset: int
-    size: int
 
 
 def _parse_header(data: memoryview) -> tuple[int, int, bytes]:

@@ -29,7 +29,8 @@ from drgn import (
     TypeParameter,
 )
 
-from subsecinspect.debuginfo.btf import Btf, BtfError, BtfKind
+from subsecinspect.debuginfo.btf import Btf, BtfError
+from subsecinspect.debuginfo.btf_records import BtfKind
 
 __all__ = (
     "BtfTypeFinder",

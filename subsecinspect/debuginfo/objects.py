@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from drgn import FindObjectFlags, Object, Program, Type
 
-from subsecinspect.debuginfo.btf import BtfKind
+from subsecinspect.debuginfo.btf_records import BtfKind
 from subsecinspect.debuginfo.btf_types import BtfTypeFinder
 from subsecinspect.debuginfo.kglobals import GLOBAL_TYPES
 from subsecinspect.debuginfo.symbols import SymbolSource

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from subsecinspect.probes.ksyms import read_or_empty
+from subsecinspect.probes.procfs import read_or_empty
 
 __all__ = (
     "CompileAbandoned",

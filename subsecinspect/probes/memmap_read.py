@@ -30,6 +30,7 @@ from typing import Any
 
 from subsecinspect.probes import bpfsys
 from subsecinspect.probes.bcc_env import captured_stderr, compile_abandonable, first_error
+from subsecinspect.probes.loading import bpf_dir
 
 __all__ = (
     "CHUNK",
@@ -100,12 +101,6 @@ def unavailable_reason() -> str:
     except OSError:
         pass
     return ""
-
-
-def bpf_dir() -> Path:
-    from subsecinspect.probes.subsec_trace import bpf_dir as find
-
-    return find()
 
 
 def _cache_file(source: bytes) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from subsecinspect.debuginfo.btf import BtfKind
+from subsecinspect.debuginfo.btf_records import BtfKind
 
 __all__ = ("BtfBuilder", "every_kind_blob")
 

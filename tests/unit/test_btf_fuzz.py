@@ -8,7 +8,8 @@ from btfbuild import every_kind_blob
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from subsecinspect.debuginfo.btf import Btf, BtfError, BtfKind
+from subsecinspect.debuginfo.btf import Btf, BtfError
+from subsecinspect.debuginfo.btf_records import BtfKind
 from subsecinspect.debuginfo.btf_types import BtfTypeFinder
 
 BLOB, _ = every_kind_blob()

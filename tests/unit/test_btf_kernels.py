@@ -21,7 +21,8 @@ from drgn import TypeKind, sizeof
 
 from lab import images
 from lab.matrix import load_matrix
-from subsecinspect.debuginfo.btf import Btf, BtfKind
+from subsecinspect.debuginfo.btf import Btf
+from subsecinspect.debuginfo.btf_records import BtfKind
 from subsecinspect.debuginfo.btf_types import register_btf_types
 
 KERNELS = load_matrix().ids

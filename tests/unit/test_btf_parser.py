@@ -7,7 +7,8 @@ import struct
 import pytest
 from btfbuild import BtfBuilder, every_kind_blob
 
-from subsecinspect.debuginfo.btf import Btf, BtfError, BtfKind, BtfMember, BtfVarSecinfo
+from subsecinspect.debuginfo.btf import Btf, BtfError
+from subsecinspect.debuginfo.btf_records import BtfKind, BtfMember, BtfVarSecinfo
 from subsecinspect.errors import DebugInfoError
 
 BLOB, IDS = every_kind_blob()

@@ -19,8 +19,9 @@ import pytest
 
 from subsecinspect.errors import ProbeError
 from subsecinspect.probes import subsec_trace
-from subsecinspect.probes.kallsyms import PROBES
-from subsecinspect.probes.subsec_trace import StartInterrupted, SubsecTrace
+from subsecinspect.probes.attaching import StartInterrupted
+from subsecinspect.probes.probe_points import PROBES
+from subsecinspect.probes.subsec_trace import SubsecTrace
 
 KALLSYMS = "".join(
     f"ffffffff81{i:06x}0 T {s.function}\n" for i, s in enumerate(PROBES)
@@ -48,7 +49,7 @@ class FakeBPF:
     refuse: set[str] = set()
     live: set[tuple[str, str]] = set()
 
-    def __init__(self, src_file: bytes, cflags: list[str]) -> None:
+    def __init__(self, text: bytes, cflags: list[str]) -> None:
         self.cflags = cflags
         self.tables: dict[str, FakeTable] = {}
         self._trace_autoload()

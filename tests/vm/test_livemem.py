@@ -145,14 +145,15 @@ def test_read_faults_are_unreadable_with_the_bpf_error(guest: Guest) -> None:
                                                 ("TERM", 143, "terminated")])
 def test_signal_while_the_reader_loads(guest: Guest, sig: str, rc: int, says: str) -> None:
     vm = guest.vm
-    vm.run(f"rm -rf {CACHE}", timeout=30, check=True)  # so that bcc compiles
-    h = vm.send(f"cd /tmp; (python3 {CLASSIFY} > /tmp/s.out 2> /tmp/s.err; echo $? > /tmp/s.rc)"
-                " & echo $! > /tmp/s.pid; wait")
-    # The compile of the reader takes seconds under TCG: signal once bcc's clang runs.
-    r = vm.run("for i in $(seq 3000); do pgrep -f 'subsecinspect classify' >/dev/null && "
-               "grep -q bcc /proc/$(pgrep -f 'subsecinspect classify' | head -1)/maps "
-               "2>/dev/null && break; sleep 0.05; done; sleep 1; "
-               f"pkill -{sig} -f 'subsecinspect classify'", timeout=300)
+    vm.run(f"rm -rf {CACHE} /tmp/s.pid /tmp/s.rc /tmp/s.err", timeout=30, check=True)
+    # The pid file is written by the shell that then becomes python (exec): no pattern
+    # matching that could find the waiting shell itself.
+    h = vm.send(f"cd /tmp; sh -c 'echo $$ > /tmp/s.pid; exec python3 {CLASSIFY}' "
+                "> /tmp/s.out 2> /tmp/s.err; echo $? > /tmp/s.rc")
+    # bcc's compile takes seconds under TCG: signal once libbcc is mapped (compiling).
+    r = vm.run("for i in $(seq 6000); do p=$(cat /tmp/s.pid 2>/dev/null) && "
+               "grep -q libbcc /proc/$p/maps 2>/dev/null && break; sleep 0.05; done; "
+               f"sleep 1; kill -{sig} $(cat /tmp/s.pid)", timeout=400)
     assert r.rc == 0, r.stdout + r.stderr
     vm.wait(h, timeout=300)
     got = vm.run("cat /tmp/s.rc; cat /tmp/s.err", timeout=30).stdout.splitlines()

@@ -1,13 +1,11 @@
-"""Probe-point feature detection from /proc/kallsyms (subsecinspect.probes.kallsyms)."""
+"""Probe-point feature detection from /proc/kallsyms (subsecinspect.probes.probe_points)."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from subsecinspect.probes.kallsyms import PROBES, plan, symbols
-
-BPF_SRC = Path(__file__).resolve().parents[2] / "bpf" / "subsec_trace.bpf.c"
+from subsecinspect.probes.loading import program_text
+from subsecinspect.probes.probe_points import PROBES, plan, symbols
 
 # Excerpts shaped like the lab kernels' /proc/kallsyms.
 K_6_12 = """\
@@ -81,7 +79,7 @@ def _handlers(src: str) -> set[str]:
 
 
 def test_every_handler_exists_in_the_bpf_source() -> None:
-    src = BPF_SRC.read_text()
+    src = program_text()  # every part bcc compiles, in order
     names = _handlers(src)
     for spec in PROBES:
         for fn in (spec.entry, spec.ret):
@@ -91,7 +89,7 @@ def test_every_handler_exists_in_the_bpf_source() -> None:
 
 
 def test_fentry_programs_exist_for_the_walkers_that_claim_them() -> None:
-    src = BPF_SRC.read_text()
+    src = program_text()  # every part bcc compiles, in order
     fentry_part = src[src.index("#if SUBSEC_FENTRY\n"):]
     entry = set(re.findall(r"^KFUNC_PROBE\((\w+)", fentry_part, re.M))
     exit_ = set(re.findall(r"^KRETFUNC_PROBE\((\w+)", fentry_part, re.M))

@@ -25,14 +25,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = (
-    "PSEUDO_MODULES", "KernelSymbols", "Symbol", "SymbolTable", "read_or_empty", "read_proc",
-)  # fmt: skip
+from subsecinspect.probes.procfs import TEXT_TYPES, parse_kallsyms, read_or_empty
+
+__all__ = ("PSEUDO_MODULES", "KernelSymbols", "Symbol", "SymbolTable", "read_proc")
 
 #: Module names of /proc/kallsyms that are not modules (kernel/trace/ftrace.c,
 #: kernel/kprobes.c, kernel/bpf/core.c: ``bpf_get_kallsym()``).
 PSEUDO_MODULES = frozenset({"__builtin__ftrace", "__builtin__kprobes", "bpf"})
-_TEXT_TYPES = frozenset("tTwW")
 _MODULES_LINE = re.compile(r"^(\S+) (\d+) .* (0x[0-9a-f]+)(?: \(.*\))?$")
 
 
@@ -55,23 +54,13 @@ class SymbolTable:
     def __init__(self, kallsyms: str, modules: str = "") -> None:
         syms: list[Symbol] = []
         stext = etext = 0
-        for line in kallsyms.splitlines():
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            try:
-                addr = int(parts[0], 16)
-            except ValueError:
-                continue
-            name = parts[2]
+        for addr, kind, name, module in parse_kallsyms(kallsyms):
             if name == "_stext":
                 stext = addr
             elif name == "_etext":
                 etext = addr
-            if not addr or parts[1] not in _TEXT_TYPES:
-                continue
-            module = parts[3].strip("[]") if len(parts) > 3 else ""
-            syms.append(Symbol(addr, name, module))
+            if addr and kind in TEXT_TYPES:
+                syms.append(Symbol(addr, name, module))
         syms.sort(key=lambda s: s.addr)
         self.symbols = syms
         self._addrs = [s.addr for s in syms]
@@ -126,16 +115,6 @@ class SymbolTable:
             return f"{addr:#x}"
         where = f" [{sym.module}]" if sym.module else ""
         return f"{sym.name}+{off:#x}{where}"
-
-
-def read_or_empty(path: str) -> str:
-    """The text of a kernel interface file, ``""`` when it cannot be read (absent, no debugfs,
-    not root): every caller treats an unreadable file as an empty one."""
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def read_proc() -> tuple[str, str]:

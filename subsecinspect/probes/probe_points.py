@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from subsecinspect.probes.procfs import TEXT_TYPES, parse_kallsyms
+
 __all__ = ("HOT_OFF", "PROBES", "Planned", "ProbeSpec", "Skipped", "plan", "symbols")
 
 
@@ -127,12 +129,9 @@ class Skipped:
 def symbols(kallsyms: str) -> dict[str, list[tuple[str, str]]]:
     """Text symbols by base name: ``{base: [(symbol, module), ...]}`` (exact name first)."""
     out: dict[str, list[tuple[str, str]]] = {}
-    for line in kallsyms.splitlines():
-        parts = line.split()
-        if len(parts) < 3 or parts[1] not in ("T", "t", "W", "w"):
+    for _, kind, name, module in parse_kallsyms(kallsyms):
+        if kind not in TEXT_TYPES:
             continue
-        name = parts[2]
-        module = parts[3].strip("[]") if len(parts) > 3 else ""
         if name.endswith(".cold") or ".cold." in name:
             continue
         m = _CLONE.match(name)

@@ -1,4 +1,4 @@
-"""Kernel stack symbolisation from /proc/kallsyms (subsecinspect.probes.ksyms).
+"""Kernel stack symbolisation from /proc/kallsyms (subsecinspect.probes.symbolize).
 
 The texts are shaped like the lab guests' /proc/kallsyms and /proc/modules; the CI failure
 this guards against: bad_walker.ko loaded after the first read, its addresses came out as
@@ -7,7 +7,7 @@ this guards against: bad_walker.ko loaded after the first read, its addresses ca
 
 from __future__ import annotations
 
-from subsecinspect.probes.ksyms import KernelSymbols, SymbolTable
+from subsecinspect.probes.symbolize import KernelSymbols, SymbolTable
 
 CORE = """\
 ffffffff81000000 T _stext
