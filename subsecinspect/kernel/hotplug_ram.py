@@ -25,6 +25,7 @@ from drgn import Object, Program, offsetof
 from subsecinspect.kernel.features import enum_value
 from subsecinspect.kernel.pages import PageReader
 from subsecinspect.snapshot.model import MemoryBlock, Section
+from subsecinspect.snapshot.pageinit import page_address
 
 __all__ = (
     "hotplug_features",
@@ -155,7 +156,8 @@ def _wanted(sections: list[Section], hosted: set[int]) -> list[int]:
 def read_logically_offline(
     reader: PageReader, sections: list[Section], hosted: set[int]
 ) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...], list[str]]:
-    """``PageOffline()`` spans of hot-added online RAM, the sections read, warnings.
+    """``PageOffline()`` spans of hot-added online RAM, the sections read (each one bulk
+    read of its whole memmap), warnings.
 
     *hosted*: section numbers a dev_pagemap touches (ZONE_DEVICE, never read here).
     """
@@ -170,7 +172,9 @@ def read_logically_offline(
     warnings: list[str] = []
     for nr in _wanted(sections, hosted):
         try:
-            data = reader.raw_span(nr * pps, pps)
+            # Not reader.raw_span(): struct_pages_read counts the fingerprint's samples
+            # (README § Performance); these bulk reads are counted by the caller.
+            data = prog.read(page_address(ki, nr * pps), pps * size)
         except drgn.FaultError as e:
             warnings.append(f"memmap of online section {nr} unreadable: {e}")
             continue

@@ -205,6 +205,8 @@ def read_snapshot(prog: Program, target: TargetInfo, bpf_memmap: bool = True) ->
         ("sections", len(sections)),
         ("pgmaps", len(pgmaps)),
         ("pgmap_array_unreadable_nodes", xa_damaged),
+        # sections of hot-added online RAM whose page types were bulk-read (hotplug_ram)
+        ("page_type_sections_read", sum(b - a + 1 for a, b in types_read)),
         *sorted(bpf_stats.items()),
         ("read_ms", int((time.monotonic() - t0) * 1000)),
     )

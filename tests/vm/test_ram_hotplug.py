@@ -172,6 +172,9 @@ def _check(run: StageRun, hi: int) -> None:
     want = _expected(run)
     assert want[0][0] == _LO and want[-1][1] == hi, "the module did not answer every PFN"
     assert not [w for w in run.live["warnings"] if "page type" in w], run.live["warnings"]
+    # the page types of every online hot-added section were read, and nothing else
+    online = sum(1 for b, st in run.observed.memory_blocks.items() if b >= 32 and st == "online")
+    assert run.live["stats"]["page_type_sections_read"] == online
     assert _doc_classes(run.live, _LO, hi) == want, run.stage
     assert _doc_classes(run.dump, _LO, hi) == want, run.stage
 
