@@ -40,6 +40,12 @@ class PageClass(enum.StrEnum):
     EARLY_HOLE = "EARLY_HOLE"
     #: Online section, subsection valid, no dev_pagemap.
     ONLINE_RAM = "ONLINE_RAM"
+    #: Online section, but ``PageOffline()``: the struct page is initialised, the page
+    #: itself has no memory behind it (virtio-mem's unplugged sub-blocks, balloons).
+    RAM_LOGICALLY_OFFLINE = "RAM_LOGICALLY_OFFLINE"
+    #: memmap_on_memory: the first pages of a hot-added block that hold its own memmap
+    #: (``PageVmemmapSelfHosted()``): read the struct page's flags only.
+    RAM_VMEMMAP_SELF_HOSTED = "RAM_VMEMMAP_SELF_HOSTED"
     #: Case 1: hot-added (or offlined) RAM that is not online; memmap is garbage.
     C1_OFFLINE_RAM = "C1_OFFLINE_RAM"
     #: Case 2: ZONE_DEVICE with an initialised memmap.

@@ -32,7 +32,9 @@ U. Subsection map unavailable (usage unreadable or not in the dump) in a non-ear
    CORRUPT in a complete range with a live ref (``sparse_add_section()`` runs before
    ``nr_range++``, teardown kills the ref first); early section → EARLY_HOLE;
    otherwise C3.
-4. No pgmap: ONLINE → ONLINE_RAM, else C1_OFFLINE_RAM (memory-block state in the
+4. No pgmap (:mod:`subsecinspect.classify.ram`): ONLINE → RAM_VMEMMAP_SELF_HOSTED on a
+   block's memmap_on_memory vmemmap pages, RAM_LOGICALLY_OFFLINE on ``PageOffline()``
+   pages, else ONLINE_RAM; !ONLINE → C1_OFFLINE_RAM (memory-block state in the
    evidence); ONLINE and EARLY never decide ZONE_DEVICE PFNs. With part of
    ``pgmap_array`` unreadable, a !ONLINE PFN no memory block covers → CORRUPT
    (ZONE_DEVICE has no memory blocks: it may belong to a lost pgmap).
@@ -87,6 +89,7 @@ from subsecinspect.classify.lifecycle import (
     effective_frontier,
     range_lifecycle,
 )
+from subsecinspect.classify.ram import decide_ram
 from subsecinspect.classify.runs import global_cuts, section_runs, subsection_cuts
 from subsecinspect.snapshot.index import SnapshotIndex
 from subsecinspect.snapshot.model import DevPagemap, MemmapStatus, PgmapRange, Section, Snapshot
@@ -155,24 +158,6 @@ def _decide_map_unavailable(ix: SnapshotIndex, pfn: int) -> _Decision:
     return (PageClass.CORRUPT,
             evidence_items(reason="subsection map unavailable", subsection_map="unavailable"),
             None)
-
-
-def _decide_ram(ix: SnapshotIndex, sec: Section, pfn: int) -> _Decision:
-    """§4.3 step 4: subsection valid, no dev_pagemap."""
-    block = ix.block(pfn)
-    if sec.online:
-        state = block.state if block is not None and block.state != "online" else None
-        return PageClass.ONLINE_RAM, evidence_items(block_state=state), None
-    if block is not None:
-        state = block.state
-    elif ix.snapshot.stat("pgmap_array_unreadable_nodes") > 0:
-        # ZONE_DEVICE never gets a memory block: this may be a lost pgmap's range.
-        return (PageClass.CORRUPT,
-                evidence_items(reason="pgmap_array unreadable", block_state="none"), None)
-    else:
-        state = "none (add_memory in progress)" if ix.have_blocks else "unknown"
-    return PageClass.C1_OFFLINE_RAM, evidence_items(block_state=state), None
-
 
 
 def _by_lifecycle(complete: bool | None, done: _T, initialising: _T, unknown: _T) -> _T:
@@ -322,7 +307,7 @@ def _decide(ix: SnapshotIndex, pfn: int) -> _Decision:
     if not ix.subsection_bit(sec, pfn):
         return _decide_unpopulated(ix, sec, pfn)
     if hit is None:
-        return _decide_ram(ix, sec, pfn)
+        return decide_ram(ix, sec, pfn)
     pg, rng = hit.claims[0]
     assert rng is not None
     return _decide_device(ix, pg, rng, pfn)

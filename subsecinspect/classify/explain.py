@@ -94,6 +94,13 @@ def _block_step(ix: SnapshotIndex, pfn: int) -> ExplainStep | None:
         items.append(("nid", b.nid))
     if b.zone:
         items.append(("zone", b.zone))
+    if b.nr_vmemmap_pages:  # memmap_on_memory: the block's first PFNs hold its memmap
+        items.append(("nr_vmemmap_pages", b.nr_vmemmap_pages))
+        if b.vmemmap_marker:
+            items.append(("vmemmap_marker", b.vmemmap_marker))
+    nr = ix.section_nr(pfn)
+    if any(a <= nr <= z for a, z in ix.snapshot.page_types_read):
+        items.append(("page_offline", ix.logically_offline(pfn)))
     return ExplainStep(f"memory block {b.block_id}", tuple(items))
 
 

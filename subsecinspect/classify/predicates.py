@@ -26,7 +26,10 @@ __all__ = (
 )
 
 #: Classes whose memmap was initialised (a struct page that is safe to read).
-_INITIALISED = frozenset({PageClass.ONLINE_RAM, PageClass.C2_DEV_VALID, PageClass.EARLY_HOLE})
+_INITIALISED = frozenset({
+    PageClass.ONLINE_RAM, PageClass.C2_DEV_VALID, PageClass.EARLY_HOLE,
+    PageClass.RAM_LOGICALLY_OFFLINE, PageClass.RAM_VMEMMAP_SELF_HOSTED,
+})
 #: Classes whose memmap is garbage, not yet initialised, or being torn down.
 _GARBAGE = frozenset({
     PageClass.C1_OFFLINE_RAM, PageClass.C4_DEV_INITIALISING, PageClass.C4b_DEV_TEARDOWN,

@@ -7,7 +7,8 @@ span many sections when they look alike to the decision (the same
 ``pfn_section_valid()`` reads it, the same memory block state) and no pgmap
 boundary lies inside: ranges of ``pgmap_array`` / ``pgmap->ranges[]``, the altmap
 reserve and free pages of ``vmem_altmap_offset()``, the initialised frontier of
-``memmap_init_zone_device()`` and the memmap readability spans.
+``memmap_init_zone_device()``, the memmap readability spans, the ``PageOffline()``
+spans of hot-added RAM and the end of a block's memmap_on_memory vmemmap pages.
 """
 
 from __future__ import annotations
@@ -46,6 +47,12 @@ def global_cuts(ix: SnapshotIndex) -> list[int]:
             if mm is not None:
                 for a, b, _ in mm.readability:
                     cuts.update((a, b))
+    for a, b in ix.snapshot.logically_offline:
+        cuts.update((a, b))
+    for blk in ix.snapshot.memory_blocks:
+        if blk.nr_vmemmap_pages > 0:
+            start = blk.start_section_nr * ix.pages_per_section
+            cuts.update((start, start + blk.nr_vmemmap_pages))
     return sorted(cuts)
 
 

@@ -10,6 +10,7 @@ import drgn
 from drgn import Object, Program
 
 from subsecinspect.kernel.features import constant
+from subsecinspect.kernel.hotplug_ram import memory_block_vmemmap_pages
 from subsecinspect.kernel.pagemap import xa_spans
 from subsecinspect.snapshot.model import KernelInfo, MemoryBlock
 
@@ -61,6 +62,7 @@ def _block(prog: Program, addr: int, per_block: int) -> MemoryBlock:
         state=memory_block_state_name(prog, mb.state.value_()),
         nid=mb.nid.value_() if mb.type_.has_member("nid") else -1,
         zone=zone,
+        nr_vmemmap_pages=memory_block_vmemmap_pages(mb),
     )
 
 

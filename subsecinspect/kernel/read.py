@@ -18,6 +18,11 @@ from drgn import Program
 
 from subsecinspect.errors import ReadError
 from subsecinspect.kernel.features import build_kernel_info
+from subsecinspect.kernel.hotplug_ram import (
+    hotplug_features,
+    read_logically_offline,
+    vmemmap_marker,
+)
 from subsecinspect.kernel.livemem import attach_device_memmaps
 from subsecinspect.kernel.memmap import read_range_memmaps
 from subsecinspect.kernel.memory_blocks import read_memory_blocks
@@ -150,6 +155,7 @@ def read_snapshot(prog: Program, target: TargetInfo, bpf_memmap: bool = True) ->
     """
     t0 = time.monotonic()
     ki = build_kernel_info(prog)
+    ki = dataclasses.replace(ki, features=(*ki.features, *hotplug_features(prog)))
     warnings: list[str] = []
     if ki.zone_device is None:
         warnings.append("kernel has no ZONE_DEVICE (CONFIG_ZONE_DEVICE=n): cases 2-5 cannot occur")
@@ -186,6 +192,11 @@ def read_snapshot(prog: Program, target: TargetInfo, bpf_memmap: bool = True) ->
         warnings += w
         memmaps, w = read_range_memmaps(reader, target, pgmaps, tuple(zones))
         warnings += w
+        hosted = set().union(*(_pgmap_sections(ki, pg) for pg in pgmaps))
+        offline, types_read, w = read_logically_offline(reader, sections, hosted)
+        warnings += w
+        blocks = [dataclasses.replace(b, vmemmap_marker=vmemmap_marker(reader, b))
+                  if b.nr_vmemmap_pages and b.state == "online" else b for b in blocks]
         if target.kind == "live":
             sections, w = _live_guard(prog, ki, sections, words, pgmaps)
             warnings += w
@@ -194,6 +205,8 @@ def read_snapshot(prog: Program, target: TargetInfo, bpf_memmap: bool = True) ->
         ("sections", len(sections)),
         ("pgmaps", len(pgmaps)),
         ("pgmap_array_unreadable_nodes", xa_damaged),
+        # sections of hot-added online RAM whose page types were bulk-read (hotplug_ram)
+        ("page_type_sections_read", sum(b - a + 1 for a, b in types_read)),
         *sorted(bpf_stats.items()),
         ("read_ms", int((time.monotonic() - t0) * 1000)),
     )
@@ -207,4 +220,6 @@ def read_snapshot(prog: Program, target: TargetInfo, bpf_memmap: bool = True) ->
         memmaps=tuple(memmaps),
         stats=stats,
         warnings=tuple(warnings),
+        logically_offline=offline,
+        page_types_read=types_read,
     )

@@ -21,6 +21,8 @@ CLASS_CHARS: dict[PageClass, str] = {
     PageClass.NO_MEMMAP: "n",
     PageClass.EARLY_HOLE: "e",
     PageClass.ONLINE_RAM: "R",
+    PageClass.RAM_LOGICALLY_OFFLINE: "o",
+    PageClass.RAM_VMEMMAP_SELF_HOSTED: "v",
     PageClass.C1_OFFLINE_RAM: "1",
     PageClass.C2_DEV_VALID: "2",
     PageClass.C3_SUBSECTION_GAP: "3",

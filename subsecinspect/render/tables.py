@@ -32,6 +32,8 @@ CLASS_STYLES: dict[PageClass, str] = {
     PageClass.NO_MEMMAP: "dim yellow",
     PageClass.EARLY_HOLE: "grey62",
     PageClass.ONLINE_RAM: "green",
+    PageClass.RAM_LOGICALLY_OFFLINE: "dark_sea_green",
+    PageClass.RAM_VMEMMAP_SELF_HOSTED: "bright_green",
     PageClass.C1_OFFLINE_RAM: "yellow",
     PageClass.C2_DEV_VALID: "cyan",
     PageClass.C3_SUBSECTION_GAP: "blue",

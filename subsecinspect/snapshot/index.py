@@ -150,6 +150,8 @@ class SnapshotIndex:
         self.have_blocks = bool(snapshot.memory_blocks)
         #: Scratch memo for derived per-range values (e.g. the effective frontier).
         self.memo: dict[tuple[object, ...], object] = {}
+        self._offline = snapshot.logically_offline
+        self._offline_starts = [a for a, _ in self._offline]
     # --- sections -----------------------------------------------------------
 
     def section_nr(self, pfn: int) -> int:
@@ -215,3 +217,18 @@ class SnapshotIndex:
         """Some ``pgmap_array`` hit touches section *nr* (the C3 "hosts ZONE_DEVICE" note)."""
         start = nr << self.section_shift
         return bool(self.hits_between(start, start + self.pages_per_section))
+
+    # --- hot-added RAM: logically offline pages, self-hosted vmemmap ---------
+
+    def logically_offline(self, pfn: int) -> bool:
+        """*pfn* is in a ``PageOffline()`` span the reader found."""
+        i = bisect.bisect_right(self._offline_starts, pfn) - 1
+        return i >= 0 and pfn < self._offline[i][1]
+
+    def vmemmap_block(self, pfn: int) -> MemoryBlock | None:
+        """The block whose memmap_on_memory vmemmap pages hold *pfn*, else ``None``."""
+        b = self.block(pfn)
+        if b is None or b.nr_vmemmap_pages <= 0:
+            return None
+        start = b.start_section_nr * self.pages_per_section
+        return b if start <= pfn < start + b.nr_vmemmap_pages else None

@@ -102,7 +102,9 @@ class KernelInfo:
     #: "section_taint_zone_device" (v5.12), "pgmap_nr_range" (v5.10),
     #: "pgmap_vmemmap_shift" (v5.17), "pfn_to_online_page_fn" (v5.12, out of
     #: line), "pgmap_pfn_valid" (v5.12), "folio_pgmap" (v6.15), "usage_rcu" (v6.8),
-    #: "altmap_inaccessible" (v6.9), "pgmap_ref_pointer" (< 5.11), "memory_blocks".
+    #: "altmap_inaccessible" (v6.9), "pgmap_ref_pointer" (< 5.11), "memory_blocks",
+    #: "page_type_pgty" (v6.12 ``enum pagetype``), "page_type_base" (the older
+    #: ``PAGE_TYPE_BASE`` encoding), "pg_vmemmap_self_hosted" (v6.1), "memmap_on_memory".
     features: tuple[str, ...] = ()
 
     @property
@@ -204,6 +206,12 @@ class MemoryBlock:
     nid: int = -1
     #: Zone name the block was onlined to, when known.
     zone: str = ""
+    #: memmap_on_memory: the block's first PFNs that hold its own memmap
+    #: (``memory_block->nr_vmemmap_pages``, or ``->altmap->free`` since v6.6); 0 without.
+    nr_vmemmap_pages: int = 0
+    #: What the first of those struct pages carries, as read: "+"-joined page-flag names
+    #: ("vmemmap_self_hosted+reserved" on 6.1), "none", or "" when not read.
+    vmemmap_marker: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +334,12 @@ class Snapshot:
     stats: tuple[tuple[str, int], ...] = ()
     #: Human-readable warnings from the readers (damaged structures, ...).
     warnings: tuple[str, ...] = ()
+    #: ``PageOffline()`` pages found in online hot-added sections, ``(start_pfn, end_pfn)``
+    #: sorted and disjoint (virtio-mem's unplugged sub-blocks, ballooned pages).
+    logically_offline: tuple[tuple[int, int], ...] = ()
+    #: Online sections whose page types were read (``logically_offline`` is complete
+    #: there and only there), as ``(first_nr, last_nr)`` runs.
+    page_types_read: tuple[tuple[int, int], ...] = ()
     format: int = field(default=SNAPSHOT_FORMAT)
 
     def stat(self, name: str) -> int:

@@ -93,6 +93,18 @@ def reference_class(snap: Snapshot, pfn: int) -> tuple[PageClass, Confidence | N
         return P.C3_SUBSECTION_GAP, None, None
     if pg is None:
         if "IS_ONLINE" in sec.flags:
+            # memmap_on_memory's vmemmap pages first (a block's first nr_vmemmap_pages
+            # PFNs), then PageOffline() spans; the last listed block wins an overlap.
+            owner = None
+            for b in snap.memory_blocks:
+                if b.start_section_nr <= sec.section_nr < b.start_section_nr + b.nr_sections:
+                    owner = b
+            if owner is not None and owner.nr_vmemmap_pages > 0:
+                first = owner.start_section_nr * pps
+                if first <= pfn < first + owner.nr_vmemmap_pages:
+                    return P.RAM_VMEMMAP_SELF_HOSTED, None, None
+            if any(a <= pfn < b for a, b in snap.logically_offline):
+                return P.RAM_LOGICALLY_OFFLINE, None, None
             return P.ONLINE_RAM, None, None
         in_block = any(b.start_section_nr <= sec.section_nr < b.start_section_nr + b.nr_sections
                        for b in snap.memory_blocks)

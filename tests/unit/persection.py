@@ -46,6 +46,12 @@ def _section_cuts(ix: SnapshotIndex, sec: Section, start: int, end: int) -> list
             if mm is not None:
                 for a, b, _ in mm.readability:
                     cuts.update((a, b))
+    for a, b in ix.snapshot.logically_offline:
+        cuts.update((a, b))
+    blk = ix.section_block(sec.section_nr)
+    if blk is not None and blk.nr_vmemmap_pages > 0:
+        first = blk.start_section_nr * ix.pages_per_section
+        cuts.update((first, first + blk.nr_vmemmap_pages))
     return sorted(c for c in cuts if start < c < end)
 
 

@@ -133,9 +133,14 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         memmaps += mms
     blocks = tuple(
         MemoryBlock(block_id=nr, start_section_nr=nr, nr_sections=1,
-                    state=draw(st.sampled_from(["online", "offline", "going-online"])))
+                    state=draw(st.sampled_from(["online", "offline", "going-online"])),
+                    # memmap_on_memory: the block's first PFNs host its own memmap
+                    nr_vmemmap_pages=draw(st.sampled_from([0, 0, 1, 5, PPS])))
         for nr in nrs if draw(st.booleans())
     )
+    # PageOffline() spans (virtio-mem sub-blocks), sorted and disjoint, anywhere
+    cut = sorted(draw(st.sets(st.integers(0, SPAN), max_size=6)))
+    offline = tuple((a, b) for a, b in zip(cut[::2], cut[1::2], strict=False) if a < b)
     if draw(st.integers(0, 4)) == 0:  # a dev_pagemap the reader could not read: spans only
         a = draw(st.integers(0, SPAN - 1))
         b = draw(st.integers(a, min(a + 2 * PPS, SPAN - 1)))
@@ -148,4 +153,5 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     stats = (("pgmap_array_unreadable_nodes", lost),) if lost else ()
     return Snapshot(kernel=SMALL_KERNEL, target=TargetInfo("vmcore", "/synthetic", "elf"),
                     sections=sections, pgmaps=tuple(pgmaps), memory_blocks=blocks,
-                    zones=zones, memmaps=tuple(memmaps), stats=stats)
+                    zones=zones, memmaps=tuple(memmaps), stats=stats,
+                    logically_offline=offline)

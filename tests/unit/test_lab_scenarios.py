@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -138,3 +139,38 @@ def test_icount_command_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert line[line.index("-icount") + 1] == "shift=0,sleep=off"
     with pytest.raises(ValueError, match="smp=1"):
         LabVM("6.1", icount=0)  # two vCPUs livelock under round-robin icount
+
+
+def test_qmp_passes_path_as_a_qmp_argument(monkeypatch: Any) -> None:
+    """``qom-set`` needs ``path``: the socket and command are positional-only, so it is free."""
+    from lab import qmp
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class FakeConn:
+        def __init__(self, sock: Any, timeout: float) -> None:
+            self.sock = sock
+
+        def call(self, cmd: str, args: dict[str, Any]) -> Any:
+            sent.append((cmd, args))
+            return {}
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(qmp, "_Conn", FakeConn)
+    qmp.qmp_execute("/nonexistent.sock", "qom-set", path="vm0", property="requested-size",
+                    value=200 << 20)
+    assert sent == [("qom-set", {"path": "vm0", "property": "requested-size",
+                                 "value": 200 << 20})]
+
+
+def test_ram_hotplug_scenarios_are_registered_with_reasons() -> None:
+    from lab.scenarios import SCENARIOS
+
+    mom, vmem = SCENARIOS["memmap-on-memory"], SCENARIOS["virtio-mem"]
+    assert not mom.support("5.10").supported and "v5.13" in mom.support("5.10").reason
+    assert all(mom.support(k).supported for k in ("6.1", "6.12", "7.2"))
+    assert "memory_hotplug.memmap_on_memory=1" in mom.kernel_append("6.1")
+    assert "memhp_default_state=offline" in mom.kernel_append("6.12")
+    assert any("virtio-mem-pci" in a for a in vmem.qemu_args)

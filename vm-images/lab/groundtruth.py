@@ -7,7 +7,8 @@ kernel considers the struct page initialised, its zone, node and pgmap.
 :func:`build` compiles it per kernel of the matrix through :mod:`lab.kmod` (the lab's one
 module build path; rebuilt only when the module source, the build script or the kernel changes).
 :func:`load` copies it into a running :class:`~lab.vm.LabVM` and inserts it;
-:func:`query` asks it about PFNs.
+:func:`query` asks it about PFNs; :func:`memstate` asks what the kernel records for hot-added
+RAM (``PageOffline()``, ``PageVmemmapSelfHosted()``, zone, online) over a PFN range.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from typing import Any, Protocol
 
 from lab import kmod
 
-__all__ = ("GroundTruth", "GroundTruthError", "build", "load", "query", "query_spans")
+__all__ = (
+    "GroundTruth", "GroundTruthError", "MemState", "build", "load", "memstate", "query",
+    "query_spans",
+)
 
 MODULE = "subsec_gt"
 _GUEST_KO = "/tmp/subsec_gt.ko"
 _DEBUGFS = "/sys/kernel/debug/subsec_gt/pfns"
+_MEMSTATE = "/sys/kernel/debug/subsec_gt/memstate"
 
 
 class GroundTruthError(RuntimeError):
@@ -157,3 +162,74 @@ def query_spans(
     if res.rc != 0:
         raise GroundTruthError(f"querying subsec_gt failed (rc={res.rc}): {res.stderr}")
     return parse(gzip.decompress(base64.b64decode(str(res.stdout).strip())).decode())
+
+
+@dataclass(frozen=True, slots=True)
+class MemState:
+    """The module's ``memstate`` answer for PFNs ``[start, end)`` (one run of equal lines).
+
+    ``page_type`` keeps the bits that encode a type on 5.10-7.2 (``& 0xff000100``: the
+    v6.12+ top byte, the older PAGE_TYPE_BASE nibble and PG_offline), not mapcounts.
+    """
+
+    start: int
+    end: int
+    online: bool
+    zone: str | None
+    offline: bool | None
+    self_hosted: bool | None
+    reserved: bool | None
+    page_type: int | None
+
+
+# Runs on the guest: asks the module about [lo, hi) in batches of the module's list size
+# (65536) and prints one line per run of equal answers, so that 100 k PFNs cross the
+# serial channel as a few lines.
+_MEMSTATE_SCRIPT = """
+import os, sys
+lo, hi = int(sys.argv[1], 0), int(sys.argv[2], 0)
+prev = None
+for a in range(lo, hi, 65536):
+    b = min(a + 65536, hi)
+    fd = os.open('{pfns}', os.O_WRONLY | os.O_TRUNC)
+    for c in range(a, b, 4000):
+        os.write(fd, ' '.join(hex(p) for p in range(c, min(c + 4000, b))).encode())
+    os.close(fd)
+    for line in open('{memstate}').read().splitlines()[1:]:
+        pfn, rest = line.split(' ', 1)
+        p = int(pfn[4:], 16)
+        if 'page_type=0x' in rest:  # keep the type bits only (byte 3 and bit 8), not counts
+            head, pt = rest.rsplit('page_type=', 1)
+            rest = head + 'page_type=' + hex(int(pt, 16) & 0xff000100)
+        if prev is not None and prev[2] == rest and prev[1] == p:
+            prev[1] = p + 1
+            continue
+        if prev is not None:
+            print(hex(prev[0]), hex(prev[1]), prev[2])
+        prev = [p, p + 1, rest]
+if prev is not None:
+    print(hex(prev[0]), hex(prev[1]), prev[2])
+"""
+
+
+def _parse_memstate(line: str) -> MemState:
+    start, end, rest = line.split(" ", 2)
+    f = dict(kv.split("=", 1) for kv in rest.split())
+    return MemState(
+        start=int(start, 16), end=int(end, 16), online=f["online"] == "1",
+        zone=None if f["zone"] == "-" else f["zone"], offline=_opt_bool(f["offline"]),
+        self_hosted=_opt_bool(f["self_hosted"]), reserved=_opt_bool(f["reserved"]),
+        page_type=_opt_int(f["page_type"]),
+    )  # fmt: skip
+
+
+def memstate(vm: _VM, lo: int, hi: int) -> tuple[str, list[MemState]]:
+    """The module's header line and its ``memstate`` answers for ``[lo, hi)``, as runs."""
+    script = _MEMSTATE_SCRIPT.format(pfns=_DEBUGFS, memstate=_MEMSTATE)
+    res = vm.run(
+        f"head -1 {_MEMSTATE} && python3 - {lo:#x} {hi:#x} <<'EOF'\n{script}\nEOF", timeout=300
+    )
+    if res.rc != 0:
+        raise GroundTruthError(f"subsec_gt memstate failed (rc={res.rc}): {res.stderr}")
+    lines = str(res.stdout).splitlines()
+    return lines[0], [_parse_memstate(x) for x in lines[1:] if x.startswith("0x")]

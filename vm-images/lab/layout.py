@@ -52,7 +52,7 @@ class _VM(Protocol):
 
     def run(self, cmd: str, timeout: float = ...) -> Any: ...
 
-    def qmp(self, cmd: str, **args: Any) -> Any: ...
+    def qmp(self, cmd: str, /, **args: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +158,8 @@ class Scenario:
     dimm_slots: int = 0
     append: tuple[str, ...] = ()
     maxmem: int = 8 * GiB
+    #: Extra QEMU arguments (e.g. a virtio-mem device), appended to the command line.
+    qemu_args: tuple[str, ...] = ()
 
     def support(self, kernel: str) -> KernelSupport:
         """The :class:`KernelSupport` entry of ``kernel`` (unsupported when not listed)."""
@@ -287,6 +289,8 @@ def labvm(scenario: Scenario, kernel: str, **extra: Any) -> Any:
         kw["nvdimms"] = [
             VMNvdimm(f"{n.size // MiB}M", f"{n.label_size // 1024}K") for n in scenario.nvdimms
         ]
+    if scenario.qemu_args:
+        kw["qemu_args"] = [*scenario.qemu_args, *extra.pop("qemu_args", ())]
     if scenario.dimm_slots:
         kw["slots"] = scenario.dimm_slots
         kw["maxmem"] = f"{scenario.maxmem // MiB}M"

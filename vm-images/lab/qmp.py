@@ -78,9 +78,13 @@ class _Conn:
         self.sock.close()
 
 
-def qmp_execute(path: Path | str, cmd: str, timeout: float = 60.0, **args: Any) -> Any:
-    """Execute one QMP command on the socket ``path`` and return its ``return`` value."""
-    conn = _Conn(Path(path), timeout)
+def qmp_execute(sock: Path | str, cmd: str, /, timeout: float = 60.0, **args: Any) -> Any:
+    """Execute one QMP command on the socket ``sock`` and return its ``return`` value.
+
+    ``sock`` and ``cmd`` are positional-only, so that every other keyword, ``path`` too
+    (``qom-set``'s object path), is a QMP argument.
+    """
+    conn = _Conn(Path(sock), timeout)
     try:
         return conn.call(cmd, args)
     finally:

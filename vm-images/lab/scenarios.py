@@ -33,6 +33,7 @@ from lab.layout import (
     observe,
     parse_iomem,
 )
+from lab.scenarios_ram import MEMMAP_ON_MEMORY, VIRTIO_MEM
 
 __all__ = (
     "ALL_KERNELS",
@@ -42,10 +43,12 @@ __all__ = (
     "FREEZE_DESTROY",
     "KMEM",
     "LEGACY_PMEM",
+    "MEMMAP_ON_MEMORY",
     "MID_INIT",
     "MID_TEARDOWN",
     "NVDIMM_MIXED",
     "SCENARIOS",
+    "VIRTIO_MEM",
     "GuestStep",
     "IomemEntry",
     "KernelSupport",
@@ -349,5 +352,7 @@ MID_TEARDOWN = Scenario(
 )
 
 SCENARIOS: dict[str, Scenario] = {
-    s.name: s for s in (NVDIMM_MIXED, LEGACY_PMEM, DIMM_OFFLINE, KMEM, MID_INIT, MID_TEARDOWN)
+    s.name: s
+    for s in (NVDIMM_MIXED, LEGACY_PMEM, DIMM_OFFLINE, KMEM, MID_INIT, MID_TEARDOWN,
+              VIRTIO_MEM, MEMMAP_ON_MEMORY)
 }

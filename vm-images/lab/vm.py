@@ -338,8 +338,12 @@ class LabVM:
         """The bytes of a (small) guest file."""
         return self.run(f"cat {shlex.quote(remote)}", timeout, check=True).raw
 
-    def qmp(self, cmd: str, timeout: float = 60.0, **args: Any) -> Any:
-        """Execute one QMP command (e.g. ``vm.qmp("query-memory-devices")``)."""
+    def qmp(self, cmd: str, /, timeout: float = 60.0, **args: Any) -> Any:
+        """Execute one QMP command (e.g. ``vm.qmp("query-memory-devices")``).
+
+        Every keyword but ``timeout`` is a QMP argument, ``path`` included:
+        ``vm.qmp("qom-set", path="vm0", property="requested-size", value=200 << 20)``.
+        """
         return qmp.qmp_execute(self.qmp_sock, cmd, timeout=timeout, **args)
 
     def dump(self, out: str | Path, fmt: str = "elf", timeout: float = 300.0) -> Path:

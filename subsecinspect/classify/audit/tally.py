@@ -39,9 +39,11 @@ __all__ = (
     "pieces",
 )
 
-#: Classes whose struct page is initialised (C5b: flags only, its pgmap slot is bogus).
+#: Classes whose struct page is initialised (C5b and the self-hosted vmemmap of
+#: memmap_on_memory: flags only; a logically offline page: the struct page, not the page).
 INITIALISED = frozenset({PageClass.ONLINE_RAM, PageClass.C2_DEV_VALID, PageClass.EARLY_HOLE,
-                         PageClass.C5b_DEV_ALTMAP_MEMMAP})
+                         PageClass.C5b_DEV_ALTMAP_MEMMAP, PageClass.RAM_LOGICALLY_OFFLINE,
+                         PageClass.RAM_VMEMMAP_SELF_HOSTED})
 #: Classes whose memmap state the snapshot does not know.
 UNCERTAIN = frozenset({PageClass.IN_FLUX, PageClass.MEMMAP_NOT_CAPTURED,
                        PageClass.MEMMAP_UNREADABLE, PageClass.CORRUPT})

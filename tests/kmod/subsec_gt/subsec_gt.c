@@ -22,6 +22,16 @@
  *                           is safe for any PFN; the audit's get_dev_pagemap question)
  *     dev_pgmap_pfn_valid=0|1|-  pgmap_pfn_valid() for that pgmap ("-" as above)
  *   The first line is a header "subsec_gt v2 release=<uts release> pgmap_pfn_valid=<how>".
+ *
+ * /sys/kernel/debug/subsec_gt/memstate: the same PFN list (written through "pfns"), what the
+ * kernel records for hot-added RAM (virtio-mem, memmap_on_memory), one line per PFN:
+ *     pfn=0x...  online=0|1        pfn_to_online_page() != NULL
+ *     zone=NAME|-                  page_zone(), only for an online page
+ *     offline=0|1|-                PageOffline() of an online page (the kernel's own test)
+ *     self_hosted=0|1|-            PageVmemmapSelfHosted() (6.1+; "-" where it does not exist
+ *                                  or the page is not online)
+ *     reserved=0|1|-  page_type=0x...|-   PageReserved() and the raw page->page_type word
+ *   Header: "subsec_gt memstate v1 self_hosted=kernel|absent".
  */
 #include <linux/debugfs.h>
 #include <linux/kprobes.h>
@@ -240,6 +250,46 @@ static const struct file_operations gt_fops = {
 	.release = gt_release,
 };
 
+/* --- memstate: hot-added RAM as the kernel records it (separate from the predicates) --- */
+
+static void gt_memstate_pfn(struct seq_file *m, unsigned long pfn)
+{
+	struct page *page = pfn_to_online_page(pfn);
+
+	seq_printf(m, "pfn=0x%lx online=%d", pfn, page != NULL);
+	if (!page) {
+		seq_puts(m, " zone=- offline=- self_hosted=- reserved=- page_type=-\n");
+		return;
+	}
+	seq_printf(m, " zone=%s offline=%d", page_zone(page)->name, !!PageOffline(page));
+#ifdef GT_HAVE_VMEMMAP_SELF_HOSTED
+	seq_printf(m, " self_hosted=%d", !!PageVmemmapSelfHosted(page));
+#else
+	seq_puts(m, " self_hosted=-");
+#endif
+	seq_printf(m, " reserved=%d page_type=0x%x\n", !!PageReserved(page),
+		   READ_ONCE(page->page_type));
+}
+
+static int gt_memstate_show(struct seq_file *m, void *v)
+{
+	unsigned int i;
+
+	mutex_lock(&gt_lock);
+#ifdef GT_HAVE_VMEMMAP_SELF_HOSTED
+	seq_puts(m, "subsec_gt memstate v1 self_hosted=kernel\n");
+#else
+	seq_puts(m, "subsec_gt memstate v1 self_hosted=absent\n");
+#endif
+	for (i = 0; i < gt_nr; i++)
+		gt_memstate_pfn(m, gt_pfns[i]);
+	mutex_unlock(&gt_lock);
+	return 0;
+}
+
+/* gt_memstate_fops: seq_file's own buffer growth, no size hint needed (since v4.16). */
+DEFINE_SHOW_ATTRIBUTE(gt_memstate);
+
 static int __init subsec_gt_init(void)
 {
 	gt_pfns = vmalloc(array_size(SUBSEC_GT_MAX_PFNS, sizeof(*gt_pfns)));
@@ -249,6 +299,7 @@ static int __init subsec_gt_init(void)
 	gt_pgmap_pfn_valid = gt_lookup_symbol("pgmap_pfn_valid");
 	gt_dir = debugfs_create_dir("subsec_gt", NULL);
 	debugfs_create_file("pfns", 0600, gt_dir, NULL, &gt_fops);
+	debugfs_create_file("memstate", 0400, gt_dir, NULL, &gt_memstate_fops);
 	return 0;
 }
 
