@@ -13,7 +13,7 @@ under ``$XDG_CACHE_HOME/subsecinspect/bpf`` (default ``~/.cache``) with the plac
 name a map, and later runs load them with bpf(2) alone (no clang, no ``import bcc``; the
 verifier checks them at every load). The layouts of the request and the block are
 ``bpf/memmap_read.h``; :class:`Request` and :class:`Block` mirror them
-(tests/readers/test_livemem.py parses the header).
+(tests/readers/test_livemem_source.py parses the header).
 """
 
 from __future__ import annotations
