@@ -133,7 +133,8 @@ def trace(
         bool,
         typer.Option("--hot-walkers", help="also probe the per-PFN walkers pfn_to_online_page "
                      "and stable_page_flags, through fentry/fexit where the kernel and bcc "
-                     "allow (/proc/kpageflags + compaction ~2.4x slower; ~5x via kprobes)"),
+                     "allow (a probe per PFN: several times slower for walker-heavy loads; "
+                     "README, Performance, measures it)"),
     ] = False,
     kprobes_only: Annotated[
         bool, typer.Option("--kprobes-only", help="never use fentry/fexit (BPF trampolines)")
