@@ -34,7 +34,7 @@ BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 #: ``sizeof(union bpf_attr)`` we pass: the kernel accepts a shorter or longer attr whose
 #: bytes past what it knows are zero (kernel/bpf/syscall.c bpf_check_uarg_tail_zero()).
 _ATTR_SIZE = 128
-_LOG_SIZE = 1 << 16
+_LOG_SIZE = 1 << 20
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -86,19 +86,32 @@ def map_lookup(fd: int, key: ctypes.Array[ctypes.c_char] | ctypes.c_uint32,
 def prog_load(prog_type: int, insns: bytes, name: str, license: str = "GPL") -> int:
     """``BPF_PROG_LOAD``: the program's file descriptor.
 
-    :raises BpfError: refused; ``log`` has the verifier's output.
+    Loaded without a verifier log first: a log that fills its buffer fails the load with
+    ENOSPC even when the program is fine on kernels whose verifier log does not rotate
+    (seen on Debian 5.10 and 6.1: the unrolled reader's trace overflows 64 KiB; v6.4 made
+    the log rotating). Only a refused program is
+    loaded again, with the log, to say why.
+
+    :raises BpfError: refused; ``log`` has the verifier's output (its last lines).
     """
     code = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(license.encode())
+    attr = _attr("<IIQQIIQII16s", prog_type, len(insns) // 8, ctypes.addressof(code),
+                 ctypes.addressof(lic), 0, 0, 0, 0, 0, name.encode()[:15])
+    rc = _libc.syscall(_SYS_BPF, _PROG_LOAD, attr, _ATTR_SIZE)
+    if rc >= 0:
+        return int(rc)
+    err = ctypes.get_errno()
     log = ctypes.create_string_buffer(_LOG_SIZE)
+    # log_level 1 only: on kernels without rotation the buffer keeps the first part of
+    # the trace, so the reason may be cut; the error code is the kernel's first answer.
     attr = _attr("<IIQQIIQII16s", prog_type, len(insns) // 8, ctypes.addressof(code),
                  ctypes.addressof(lic), 1, _LOG_SIZE, ctypes.addressof(log), 0, 0,
                  name.encode()[:15])
-    rc = _libc.syscall(_SYS_BPF, _PROG_LOAD, attr, _ATTR_SIZE)
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise BpfError(f"loading program {name}", err, log.value.decode(errors="replace"))
-    return int(rc)
+    rc2 = _libc.syscall(_SYS_BPF, _PROG_LOAD, attr, _ATTR_SIZE)
+    if rc2 >= 0:  # refused without a log, accepted with one: report the first answer
+        os.close(int(rc2))
+    raise BpfError(f"loading program {name}", err, log.value.decode(errors="replace"))
 
 
 def prog_test_run(fd: int) -> int:
