@@ -10,9 +10,11 @@ on the host and deleted.
   the filtered ``-d 31`` file is smaller than the unfiltered ``-d 0`` one.
 * Every level classifies (``--json``, exit 0, no traceback, only known classes).
 * /proc/vmcore never holds Persistent Memory, so exactly the memmap that lives on the device
-  (the sections a ``--map=dev`` range covers completely; the same spans /proc/kcore cannot read)
-  must be MEMMAP_NOT_CAPTURED, everywhere else ``-d 23`` and ``-d 0`` must agree with the live
-  classification. At ``-d 31`` bookworm's makedumpfile 1.7.2 drops in-use kernel pages of newer
+  (the sections a ``--map=dev`` range covers completely; the same spans /proc/kcore cannot read,
+  so the live side here is ``--no-bpf``) must be MEMMAP_NOT_CAPTURED, everywhere else ``-d 23``
+  and ``-d 0`` must agree with the live classification. Live through the BPF reader, those
+  spans are read: their class must be what the dump's ``lifecycle_class`` implies. At
+  ``-d 31`` bookworm's makedumpfile 1.7.2 drops in-use kernel pages of newer
   kernels (slab, pgmap xarray nodes): the tool must then either agree or say what it could not
   read (warnings), never crash.
 
@@ -68,6 +70,7 @@ class Run:
     kernel: str
     release: str  # the guest's uname -r
     live: dict[str, Any]
+    live_bpf: dict[str, Any]
     dumps: dict[str, Result]
     opened: dict[str, str]  # level -> init_uts_ns release read by drgn, or the error
     sizes: dict[str, int]
@@ -105,9 +108,13 @@ def run(
         ) as vm:
             apply_stage(vm, KDUMP_GUEST.stages[0])
             release = vm.run("uname -r", check=True).stdout.strip()
-            r = vm.run("python3 -m subsecinspect classify /proc/kcore --json", timeout=600)
+            r = vm.run("python3 -m subsecinspect classify /proc/kcore --json --no-bpf",
+                       timeout=600)
             assert r.rc == 0, r.stderr
             live = json.loads(r.stdout)
+            r = vm.run("python3 -m subsecinspect classify /proc/kcore --json", timeout=900)
+            assert r.rc == 0, r.stderr
+            live_bpf = json.loads(r.stdout)
             res = kdump.kdump(vm, disk, tmp, LEVELS)
             cores = res.vmcores
         sizes = {name: path.stat().st_size for name, path in cores.items()}
@@ -131,7 +138,7 @@ def run(
         print(f"{kernel_id} {name}: rc {got.rc} {summary} warnings {warnings}")
         if got.rc != 0:
             print(f"{kernel_id} {name}: stderr:\n{got.stderr}")
-    yield Run(kernel_id, release, live, dumps, opened, sizes)
+    yield Run(kernel_id, release, live, live_bpf, dumps, opened, sizes)
 
 
 def _by_pfn(doc: dict[str, Any]) -> list[tuple[int, int, str, dict[str, Any]]]:
@@ -185,6 +192,23 @@ def test_agrees_with_live_and_marks_device_memmap_not_captured(run: Run, level: 
     not_captured = sum(b - a for a, b, c, _ in _by_pfn(doc) if c == "MEMMAP_NOT_CAPTURED")
     assert live_unreadable > 0
     assert not_captured == live_unreadable
+
+
+@pytest.mark.parametrize("level", [D23, D0])
+def test_live_through_bpf_reads_what_the_kdump_could_not(run: Run, level: str) -> None:
+    doc = run.dumps[level].doc
+    assert doc is not None, run.dumps[level].stderr
+    assert not any(c == "MEMMAP_UNREADABLE" for _, _, c, _ in _by_pfn(run.live_bpf))
+    cuts = sorted({r[k] for d in (run.live_bpf, doc) for r in d["ranges"]
+                   for k in ("start_pfn", "end_pfn")})
+    diffs = []
+    for a in cuts[:-1]:
+        lr, dr = range_at(run.live_bpf, a), range_at(doc, a)
+        want = (dr["evidence"].get("lifecycle_class") if dr["class"] == "MEMMAP_NOT_CAPTURED"
+                else dr["class"])
+        if lr["class"] != want:
+            diffs.append(f"{a:#x}: live {lr['class']} dump {dr['class']}/{want}")
+    assert diffs == []
 
 
 def _answer(res: Result) -> str:
