@@ -173,6 +173,19 @@ def _load_program(stop: Callable[[], int | None]) -> tuple[bytes, list[tuple[int
     return insns, relocs
 
 
+def _raise_memlock() -> None:
+    """Lift RLIMIT_MEMLOCK, as bcc does when it is imported: before v5.11 (memcg accounting
+    of BPF memory) maps are charged against it, and the 256 KiB block map exceeds the
+    default (Debian 5.10 refused it with EPERM once bcc, which lifts it, was not imported)."""
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK,
+                           (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (OSError, ValueError):
+        pass  # the map creation then says EPERM itself
+
+
 def _verifier_reason(log: str) -> str:
     """``" (<the verifier's verdict>)"``: its last line before the ``processed N insns``
     statistics (kernel/bpf/verifier.c prints the reason last), or ``""``."""
@@ -209,6 +222,7 @@ class MemmapReader:
         if reason:
             raise ReaderUnavailable(reason)
         insns, relocs = _load_program(stop)
+        _raise_memlock()
         fds: dict[str, int] = {}
         try:
             fds["memmap_req"] = bpfsys.map_create(bpfsys.BPF_MAP_TYPE_ARRAY, 4,
