@@ -111,8 +111,17 @@ def _cache_file(source: bytes) -> Path:
 
 
 def _source() -> bytes:
+    """The C the program is built from (its cache key).
+
+    :raises ReaderUnavailable: the sources are not installed (a wheel unpacked without its
+        data files has no ``share/subsecinspect/bpf``).
+    """
     d = bpf_dir()
-    return (d / _SRC).read_bytes() + b"\0" + (d / _HDR).read_bytes()
+    try:
+        return (d / _SRC).read_bytes() + b"\0" + (d / _HDR).read_bytes()
+    except OSError as e:
+        raise ReaderUnavailable(f"its BPF source is not installed ({e.strerror}: "
+                                f"{e.filename})") from None
 
 
 def _compile(stop: Callable[[], int | None]) -> tuple[bytes, list[tuple[int, str]]]:
