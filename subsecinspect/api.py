@@ -98,13 +98,19 @@ def program_target_info(prog: drgn.Program) -> TargetInfo:
     if not prog.flags & drgn.ProgramFlags.IS_LINUX_KERNEL:
         raise TargetError("the program is not a Linux kernel (open /proc/kcore or a vmcore)")
     path = prog.core_dump_path
+    # The debug info drgn loaded, named as open_target names it (the JSON's provenance).
+    try:
+        debug_file = prog.main_module().debug_file_path
+    except (LookupError, ValueError):
+        debug_file = None
+    debuginfo = f"dwarf:{debug_file}" if debug_file else ""
     if prog.flags & drgn.ProgramFlags.IS_LIVE:
-        return TargetInfo(kind="live", path=_KCORE, format="kcore")
+        return TargetInfo(kind="live", path=_KCORE, format="kcore", debuginfo=debuginfo)
     if path is None:
         raise TargetError("the program has no core dump file (only /proc/kcore and vmcores)")
     dump = inspect_dump(path)
     return TargetInfo(kind="vmcore", path=os.path.abspath(path), format=dump.format,
-                      dump_max_pfn=dump.max_pfn)
+                      dump_max_pfn=dump.max_pfn, debuginfo=debuginfo)
 
 
 def snapshot(source: Source = None, *, vmlinux: str | None = None) -> Snapshot:
