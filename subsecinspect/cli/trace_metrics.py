@@ -65,4 +65,6 @@ def live_metrics_file(path: str, vmlinux: str | None, debuginfo: str = "auto",
     from subsecinspect.target import open_target
 
     prog, info = open_target(None, vmlinux, debuginfo, system_map)
-    return MetricsFile(path, lambda: api.read_program(prog, info), debuginfo_source=vmlinux)
+    # The same label classify --format openmetrics writes: where the debug info came from.
+    return MetricsFile(path, lambda: api.read_program(prog, info),
+                       debuginfo_source=info.debuginfo or vmlinux)
